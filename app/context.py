@@ -1,0 +1,58 @@
+"""The process-wide clients API and worker share: created once, closed on shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.session import SessionFactory, create_engine, create_session_factory
+from app.engines.registry import EngineRegistry
+from app.queue.sqs import SqsQueue
+from app.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: AsyncEngine
+    sessions: SessionFactory
+    queue: SqsQueue | None
+    redis: Redis | None
+    engines: EngineRegistry
+
+    @classmethod
+    def create(cls, settings: Settings) -> AppContext:
+        db = create_engine(settings)
+        queue = SqsQueue(settings, settings.sqs_queue_url) if settings.sqs_queue_url else None
+        redis = (
+            Redis.from_url(
+                settings.redis_url.get_secret_value(),
+                socket_timeout=5,
+                socket_connect_timeout=5,
+            )
+            if settings.redis_url
+            else None
+        )
+        return cls(
+            settings=settings,
+            db=db,
+            sessions=create_session_factory(db),
+            queue=queue,
+            redis=redis,
+            engines=EngineRegistry(settings),
+        )
+
+    def require_queue(self) -> SqsQueue:
+        if self.queue is None:
+            raise RuntimeError("SQS_QUEUE_URL is not set")
+        return self.queue
+
+    async def aclose(self) -> None:
+        await self.engines.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.queue is not None:
+            self.queue.close()
+        await self.db.dispose()

@@ -1,0 +1,19 @@
+"""INSERT … ON CONFLICT DO NOTHING for both dialects: unique constraints decide, not code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Base
+
+
+def insert_ignoring_conflicts(
+    session: AsyncSession, model: type[Base], conflict_columns: list[str]
+) -> Any:
+    """An insert statement that skips rows which would violate the given unique key."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)

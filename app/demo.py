@@ -1,0 +1,243 @@
+"""`senso demo`: the whole flow on one machine, through the real HTTP API and worker code.
+
+With no DATABASE_URL / SQS_QUEUE_URL it is self-contained: a SQLite file in a temporary
+folder, moto's SQS server in this process, the simulated engines, a random API token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from app.context import AppContext
+from app.db.migrate import upgrade
+from app.embedded import run_worker_task, serve_api
+from app.logging import configure_logging
+from app.queue.provision import create_queue_with_dlq
+from app.settings import Settings
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+DEMO_QUESTIONS = (
+    "What is the best product analytics platform for a B2B SaaS startup?",
+    "Which analytics tools do growth teams recommend for funnel analysis?",
+    "Top alternatives to Google Analytics for product teams?",
+    "What software should a small company use to track user retention?",
+    "Which product analytics vendors have the best privacy and GDPR compliance?",
+    "Recommend a self-serve analytics tool for non-technical marketers.",
+    "What are the most reliable event tracking platforms for mobile apps?",
+    "Which analytics platform integrates best with a modern data warehouse?",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    questions: int
+    engines: list[str]
+    locations: list[str]
+    timeout: float
+
+
+async def run_demo(options: DemoOptions) -> int:
+    settings = Settings()
+    if "LOG_LEVEL" not in os.environ:
+        settings = settings.model_copy(update={"log_level": "WARNING"})
+    configure_logging(settings)
+    with contextlib.ExitStack() as stack:
+        settings = stack.enter_context(_embedded_services(settings))
+        return await _run(settings, options)
+
+
+@contextlib.contextmanager
+def _embedded_services(settings: Settings) -> Iterator[Settings]:
+    """Fill in whatever the environment does not provide with an in-process stand-in."""
+    updates: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        if "DATABASE_URL" not in os.environ:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="senso-demo-"))
+            updates["database_url"] = SecretStr(f"sqlite+aiosqlite:///{folder}/senso.db")
+            _say(f"database: embedded SQLite at {folder}/senso.db")
+        else:
+            _say("database: DATABASE_URL")
+        if settings.sqs_queue_url is None:
+            endpoint = stack.enter_context(_moto_sqs())
+            updates["aws_endpoint_url"] = endpoint
+            queue_settings = settings.model_copy(update={"aws_endpoint_url": endpoint})
+            updates["sqs_queue_url"] = create_queue_with_dlq(
+                queue_settings,
+                f"senso-demo-{uuid.uuid4().hex[:8]}",
+                max_receive_count=settings.job_max_attempts + 1,
+            )
+            _say(f"queue: in-process SQS endpoint at {endpoint}")
+        else:
+            _say(f"queue: {settings.sqs_queue_url}")
+        _say("redis: REDIS_URL" if settings.redis_url else "redis: not used (REDIS_URL unset)")
+        if settings.api_token is None:
+            updates["api_token"] = SecretStr(secrets.token_urlsafe(24))
+        # The demo sits in front of a person: short polls keep shutdown quick.
+        updates["sqs_wait_seconds"] = min(settings.sqs_wait_seconds, 2)
+        yield settings.model_copy(update=updates)
+
+
+@contextlib.contextmanager
+def _moto_sqs() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(variable, "embedded")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+async def _run(settings: Settings, options: DemoOptions) -> int:
+    context = AppContext.create(settings)
+    try:
+        await upgrade(context.db)
+        async with serve_api(settings, context) as base_url, run_worker_task(context) as worker:
+            _say(f"api: {base_url} (OpenAPI at /docs)")
+            _say(f"worker: {worker.worker_id}")
+            token = settings.api_token.get_secret_value() if settings.api_token else ""
+            async with httpx.AsyncClient(
+                base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ) as client:
+                return await _drive(client, options)
+    finally:
+        await context.aclose()
+
+
+async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
+    partner = _ok(
+        await client.post(
+            "/partners",
+            json={
+                "name": f"Demo partner {uuid.uuid4().hex[:6]}",
+                "balance": "100.00",
+                "price_per_run": "0.05",
+            },
+        )
+    )
+    org = _ok(
+        await client.post(
+            "/orgs",
+            json={
+                "partner_id": partner["id"],
+                "name": "Acme Analytics",
+                "aliases": ["Acme"],
+                "domains": ["acme-analytics.com"],
+                "competitors": ["Mixpanel", "Amplitude", "Heap", "PostHog", "Pendo"],
+            },
+        )
+    )
+    org_id = org["id"]
+    questions = [DEMO_QUESTIONS[i % len(DEMO_QUESTIONS)] for i in range(options.questions)]
+    _ok(await client.put(f"/orgs/{org_id}/questions", json={"questions": questions}))
+    _ok(await client.put(f"/orgs/{org_id}/engines", json={"engines": options.engines}))
+    _ok(await client.put(f"/orgs/{org_id}/locations", json={"locations": options.locations}))
+    _say(f"\norg: {org['name']} ({org_id}), partner balance {partner['balance']}")
+
+    response = await client.post(
+        f"/orgs/{org_id}/evaluations", json={"triggered_by": "demo", "user_id": "demo"}
+    )
+    accepted = _ok(response)
+    _say(
+        f"POST /orgs/{org_id}/evaluations → {response.status_code}, "
+        f"Location: {response.headers['location']}, {accepted['total_runs']} runs"
+    )
+    batch = await _poll(client, accepted["batch_id"], options.timeout)
+    if batch["status"] != "completed":
+        _say(f"\nbatch ended {batch['status']}: {batch['error']}")
+        return 1
+    results = _ok(await client.get(f"/batches/{batch['batch_id']}/results", params={"limit": 1}))
+    balance = _ok(await client.get(f"/partners/{partner['id']}"))["balance"]
+    _print_summary(batch, results, balance)
+    return 0
+
+
+async def _poll(client: httpx.AsyncClient, batch_id: str, wait_seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + wait_seconds
+    last = ""
+    while True:
+        batch: dict[str, Any] = _ok(await client.get(f"/batches/{batch_id}"))
+        line = (
+            f"  {batch['status']:<9} {batch['completed_runs']:>3}/{batch['total_runs']} completed,"
+            f" {batch['failed_runs']} failed, {batch['charged_runs']} charged"
+        )
+        if line != last:
+            _say(line)
+            last = line
+        if batch["status"] in TERMINAL:
+            return batch
+        if time.monotonic() > deadline:
+            _say(f"gave up after {wait_seconds:.0f}s")
+            return batch
+        await asyncio.sleep(0.25)
+
+
+def _print_summary(batch: dict[str, Any], results: dict[str, Any], balance: str) -> None:
+    summary = results["summary"]
+    label = " (simulated engines)" if results["simulated"] else ""
+    _say(f"\nResults{label} — batch {batch['batch_id']}, {batch['batch_date']}")
+    _say(f"  visibility          {_pct(summary['visibility'])} of answers mention the org")
+    _say(f"  avg list position   {summary['average_list_position'] or '—'}")
+    _say(f"  citation rate       {_pct(summary['citation_rate'])} of answers cite its domain")
+    _say("  top competitors     " + _names(summary["top_competitors"]))
+    _say("  top cited domains   " + _names(summary["top_cited_domains"]))
+    _say(f"\n  {'engine':<24}{'runs':>6}{'visibility':>12}{'avg pos':>9}{'cited':>8}")
+    for name, part in results["by_engine"].items():
+        _row(name, part)
+    _say(f"\n  {'location':<24}{'runs':>6}{'visibility':>12}{'avg pos':>9}{'cited':>8}")
+    for name, part in results["by_location"].items():
+        _row(name, part)
+    steps = ", ".join(f"{s['name']}={s['status']}" for s in batch["steps"])
+    _say(f"\n  steps: {steps}")
+    _say(
+        f"  charged {batch['charged_runs']} runs = {Decimal(batch['charged_amount'])}; "
+        f"engine cost {Decimal(batch['cost'])}; partner balance now {balance}"
+    )
+
+
+def _row(name: str, part: dict[str, Any]) -> None:
+    position = part["average_list_position"]
+    _say(
+        f"  {name:<24}{part['completed_runs']:>6}{_pct(part['visibility']):>12}"
+        f"{position if position is not None else '—':>9}{_pct(part['citation_rate']):>8}"
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _names(ranked: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['name']} ({r['runs']})" for r in ranked[:5]) or "—"
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.is_error:
+        raise SystemExit(
+            f"{response.request.method} {response.request.url.path} → "
+            f"{response.status_code}: {response.text}"
+        )
+    return response.json()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stdout, flush=True)

@@ -1,0 +1,53 @@
+"""The API server and a worker inside the current event loop (the demo and the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import uvicorn
+
+from app.api.app import create_app
+from app.context import AppContext
+from app.settings import Settings
+from worker.runtime import Worker
+
+
+@contextlib.asynccontextmanager
+async def serve_api(settings: Settings, context: AppContext) -> AsyncIterator[str]:
+    """Serve the real API over HTTP on a free loopback port; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings, context), log_level="warning", log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                await task
+                raise RuntimeError("the API server did not start")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def run_worker_task(
+    context: AppContext, worker_id: str | None = None
+) -> AsyncIterator[Worker]:
+    """Run a worker loop until the block ends, then stop it as SIGTERM would."""
+    worker = Worker(context, worker_id=worker_id)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        await task

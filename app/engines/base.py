@@ -1,0 +1,66 @@
+"""The one interface every AI engine implements, real or simulated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class BrandContext:
+    """What the org under evaluation looks like.
+
+    Only the simulated engine reads it (to write answers that name the org); real engines are
+    asked the bare question so the answer is not biased by our own framing.
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    competitors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
+    question: str
+    location: str  # ISO 3166-1 alpha-2, upper case
+    brand: BrandContext
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCitation:
+    url: str
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineAnswer:
+    text: str
+    citations: tuple[EngineCitation, ...]
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal
+    latency_ms: int
+    simulated: bool
+    raw: dict[str, object] = field(default_factory=dict)
+
+
+class EngineError(Exception):
+    """An engine call failed; `retryable` says whether asking again may succeed."""
+
+    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Engine(Protocol):
+    engine_id: str
+
+    async def ask(self, request: EngineRequest) -> EngineAnswer: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,297 @@
+"""run_question_matrix: every unfinished run asked, analysed and stored, each exactly once.
+
+Runs are claimed with a lease (a conditional UPDATE), so any number of workers can work on one
+batch — a redelivered job, a duplicate — without asking an engine twice for the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import AppContext
+from app.db.models import (
+    EvaluationBatch,
+    QuestionRun,
+    RunCitation,
+    RunCompetitor,
+    RunMention,
+    RunStatus,
+)
+from app.db.types import utcnow
+from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
+from app.extraction import BrandMatch, Extraction, OrgProfile, extract, match_brand
+
+logger = logging.getLogger(__name__)
+
+WAIT_FOR_OTHERS_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What every run of a batch is analysed against."""
+
+    brand: BrandContext
+    profile: OrgProfile
+    variations: tuple[str, ...]
+    own_domains: frozenset[str]  # registrable domains of the org's websites
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    id: uuid.UUID
+    question: str
+    engine_id: str
+    location: str
+
+
+class MatrixRunner:
+    def __init__(
+        self, context: AppContext, batch_id: uuid.UUID, subject: Subject, worker_id: str
+    ) -> None:
+        self._context = context
+        self._settings = context.settings
+        self._batch_id = batch_id
+        self._subject = subject
+        self._worker_id = worker_id
+        self._lease = timedelta(seconds=self._settings.run_lease_seconds)
+
+    async def run(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while True:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(self._settings.run_concurrency):
+                        group.create_task(self._claim_and_execute())
+                if await self._unfinished() == 0:
+                    return
+                # Another worker holds the remaining runs: wait for it, or for its lease to end.
+                await asyncio.sleep(WAIT_FOR_OTHERS_SECONDS)
+        finally:
+            heartbeat.cancel()
+            await asyncio.shield(self._release_claims())
+
+    async def _claim_and_execute(self) -> None:
+        while (run := await self._claim()) is not None:
+            await self._execute(run)
+
+    async def _claim(self) -> ClaimedRun | None:
+        now = utcnow()
+        claimable = or_(
+            QuestionRun.status == RunStatus.PENDING,
+            and_(QuestionRun.status == RunStatus.RUNNING, QuestionRun.lease_expires_at < now),
+        )
+        candidate = (
+            select(QuestionRun.id)
+            .where(QuestionRun.batch_id == self._batch_id, claimable)
+            .order_by(QuestionRun.created_at, QuestionRun.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        async with self._context.sessions() as session:
+            row = (
+                await session.execute(
+                    update(QuestionRun)
+                    .where(QuestionRun.id == candidate, claimable)
+                    .values(
+                        status=RunStatus.RUNNING,
+                        claimed_by=self._worker_id,
+                        lease_expires_at=now + self._lease,
+                        attempts=QuestionRun.attempts + 1,
+                        started_at=func.coalesce(QuestionRun.started_at, now),
+                    )
+                    .returning(
+                        QuestionRun.id,
+                        QuestionRun.question_text,
+                        QuestionRun.engine_id,
+                        QuestionRun.location,
+                    )
+                )
+            ).first()
+            await session.commit()
+        return None if row is None else ClaimedRun(*row)
+
+    async def _execute(self, run: ClaimedRun) -> None:
+        engine = self._context.engines.get(run.engine_id)
+        max_attempts = self._settings.run_max_attempts
+        for attempt in range(1, max_attempts + 1):
+            request = EngineRequest(run.question, run.location, self._subject.brand, attempt)
+            try:
+                answer = await engine.ask(request)
+            except EngineError as exc:
+                if not exc.retryable or attempt == max_attempts:
+                    await self._fail(run, f"{exc.reason} (after {attempt} attempt(s))")
+                    return
+                await asyncio.sleep(self._backoff(attempt, exc.retry_after))
+                continue
+            await self._complete(run, answer)
+            return
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Capped exponential backoff with full jitter, never shorter than the engine asked."""
+        ceiling = min(60.0, self._settings.run_retry_base_seconds * 2 ** (attempt - 1))
+        return max(retry_after or 0.0, random.uniform(0, ceiling))
+
+    async def _complete(self, run: ClaimedRun, answer: EngineAnswer) -> None:
+        subject = self._subject
+        extraction = extract(
+            subject.profile,
+            answer.text,
+            [(c.url, c.title) for c in answer.citations],
+            subject.variations,
+        )
+        competitors = {
+            name: found
+            for name in subject.brand.competitors
+            if (found := match_brand([name], answer.text)).mentioned
+        }
+        async with self._context.sessions() as session:
+            if not await self._store_answer(session, run, answer):
+                await session.rollback()
+                logger.warning("run lease lost; its answer is dropped", extra={"run_id": run.id})
+                return
+            session.add_all(_result_rows(run.id, extraction, competitors, subject.own_domains))
+            await session.commit()
+
+    async def _store_answer(
+        self, session: AsyncSession, run: ClaimedRun, answer: EngineAnswer
+    ) -> bool:
+        stored = await session.execute(
+            update(QuestionRun)
+            .where(self._still_ours(run))
+            .values(
+                status=RunStatus.COMPLETED,
+                answer_text=answer.text,
+                model=answer.model,
+                raw_response={
+                    **answer.raw,
+                    "citations": [{"url": c.url, "title": c.title} for c in answer.citations],
+                },
+                input_tokens=answer.input_tokens,
+                output_tokens=answer.output_tokens,
+                cost=answer.cost,
+                latency_ms=answer.latency_ms,
+                simulated=answer.simulated,
+                error=None,
+                completed_at=utcnow(),
+                lease_expires_at=None,
+            )
+        )
+        return bool(stored.rowcount)  # type: ignore[attr-defined]
+
+    async def _fail(self, run: ClaimedRun, reason: str) -> None:
+        async with self._context.sessions() as session:
+            await session.execute(
+                update(QuestionRun)
+                .where(self._still_ours(run))
+                .values(status=RunStatus.FAILED, error=reason[:2000], lease_expires_at=None)
+            )
+            await session.commit()
+        logger.warning(
+            "run failed", extra={"run_id": run.id, "engine": run.engine_id, "error": reason}
+        )
+
+    def _still_ours(self, run: ClaimedRun) -> ColumnElement[bool]:
+        return and_(
+            QuestionRun.id == run.id,
+            QuestionRun.status == RunStatus.RUNNING,
+            QuestionRun.claimed_by == self._worker_id,
+        )
+
+    async def _unfinished(self) -> int:
+        async with self._context.sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(QuestionRun)
+                .where(
+                    QuestionRun.batch_id == self._batch_id,
+                    QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING]),
+                )
+            )
+        return count or 0
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.5, self._settings.run_lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            now = utcnow()
+            async with self._context.sessions() as session:
+                await session.execute(
+                    update(QuestionRun)
+                    .where(
+                        QuestionRun.batch_id == self._batch_id,
+                        QuestionRun.claimed_by == self._worker_id,
+                        QuestionRun.status == RunStatus.RUNNING,
+                    )
+                    .values(lease_expires_at=now + self._lease)
+                )
+                await session.execute(
+                    update(EvaluationBatch)
+                    .where(EvaluationBatch.id == self._batch_id)
+                    .values(heartbeat_at=now)
+                )
+                await session.commit()
+
+    async def _release_claims(self) -> None:
+        """Hand unfinished runs back at once instead of making others wait out the lease."""
+        async with self._context.sessions() as session:
+            await session.execute(
+                update(QuestionRun)
+                .where(
+                    QuestionRun.batch_id == self._batch_id,
+                    QuestionRun.claimed_by == self._worker_id,
+                    QuestionRun.status == RunStatus.RUNNING,
+                )
+                .values(status=RunStatus.PENDING, claimed_by=None, lease_expires_at=None)
+            )
+            await session.commit()
+
+
+def _result_rows(
+    run_id: uuid.UUID,
+    extraction: Extraction,
+    competitors: dict[str, BrandMatch],
+    own_domains: frozenset[str],
+) -> list[RunMention | RunCompetitor | RunCitation]:
+    rows: list[RunMention | RunCompetitor | RunCitation] = [
+        RunMention(
+            run_id=run_id,
+            mentioned=extraction.mentioned,
+            mention_count=extraction.mention_count,
+            first_position=extraction.first_offset,
+            list_position=extraction.list_position,
+            snippet=extraction.snippet,
+            org_cited=extraction.org_cited,
+        )
+    ]
+    rows.extend(
+        RunCompetitor(
+            run_id=run_id,
+            name=name,
+            mention_count=found.mention_count,
+            list_position=found.list_position,
+            first_position=found.first_offset,
+        )
+        for name, found in competitors.items()
+    )
+    rows.extend(
+        RunCitation(
+            run_id=run_id,
+            url=citation.url,
+            domain=citation.domain,
+            title=citation.title,
+            rank=citation.rank,
+            source=citation.source,
+            is_org_domain=citation.domain in own_domains,
+        )
+        for citation in extraction.citations
+    )
+    return rows

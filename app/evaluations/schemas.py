@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import BatchStatus, RunStatus, StepStatus
+from app.schemas import MoneyOut
+
+
+class EvaluationTrigger(BaseModel):
+    triggered_by: str = Field(default="api", min_length=1, max_length=100)
+    user_id: str | None = Field(default=None, max_length=200)
+
+
+class EvaluationAccepted(BaseModel):
+    batch_id: uuid.UUID
+    status: BatchStatus
+    is_existing: bool
+    total_runs: int
+
+
+class StepRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    status: StepStatus
+    attempts: int
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+
+class BatchRead(BaseModel):
+    batch_id: uuid.UUID
+    org_id: uuid.UUID
+    batch_date: date
+    status: BatchStatus
+    total_runs: int
+    completed_runs: int
+    failed_runs: int
+    charged_runs: int
+    cost: MoneyOut = Field(description="What the engines cost us for this batch's runs")
+    charged_amount: MoneyOut = Field(description="What the partner was charged for this batch")
+    simulated: bool = Field(description="True when any answer came from the simulated engine")
+    triggered_by: str
+    user_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+    steps: list[StepRead]
+
+
+class MentionRead(BaseModel):
+    mentioned: bool
+    mention_count: int
+    first_position: int | None
+    list_position: int | None
+    sentiment: str | None
+    snippet: str | None
+    org_cited: bool
+
+
+class CompetitorRead(BaseModel):
+    name: str
+    mention_count: int
+    list_position: int | None
+
+
+class CitationRead(BaseModel):
+    rank: int
+    url: str
+    domain: str | None
+    title: str | None
+    source: str
+    is_org_domain: bool
+
+
+class RunRead(BaseModel):
+    run_id: uuid.UUID
+    question: str
+    engine: str
+    location: str
+    status: RunStatus
+    simulated: bool
+    answer: str | None
+    model: str | None
+    attempts: int
+    latency_ms: int | None
+    cost: MoneyOut | None
+    error: str | None
+    completed_at: datetime | None
+    mention: MentionRead | None
+    competitors: list[CompetitorRead]
+    citations: list[CitationRead]
+
+
+class RankedName(BaseModel):
+    name: str
+    runs: int = Field(description="Completed runs whose answer names it")
+
+
+class SummaryRead(BaseModel):
+    completed_runs: int
+    failed_runs: int
+    visibility: float | None = Field(description="Share of completed runs mentioning the org")
+    average_list_position: float | None = Field(description="Mean rank when the org is listed")
+    citation_rate: float | None = Field(description="Share of completed runs citing its domains")
+    top_competitors: list[RankedName]
+    top_cited_domains: list[RankedName]
+
+
+class ResultsRead(BaseModel):
+    batch_id: uuid.UUID
+    status: BatchStatus
+    simulated: bool
+    summary: SummaryRead
+    by_engine: dict[str, SummaryRead]
+    by_location: dict[str, SummaryRead]
+    runs: list[RunRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class BatchListItem(BaseModel):
+    batch_id: uuid.UUID
+    batch_date: date
+    status: BatchStatus
+    total_runs: int
+    triggered_by: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None

@@ -1,0 +1,326 @@
+"""Evaluation batches: trigger (create, reuse or resume today's batch) and read them back."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import record_audit
+from app.auth import Principal
+from app.db.models import (
+    BatchStatus,
+    BatchStep,
+    EvaluationBatch,
+    Org,
+    Partner,
+    QuestionRun,
+    RunStatus,
+    UsageLedgerEntry,
+)
+from app.db.types import utcnow
+from app.db.upsert import insert_ignoring_conflicts
+from app.errors import ConflictError, NotFoundError
+from app.evaluations.billing import money_sum, require_balance, uncharged_runs
+from app.evaluations.schemas import (
+    BatchListItem,
+    BatchRead,
+    EvaluationAccepted,
+    EvaluationTrigger,
+    StepRead,
+)
+from app.logging import log_context
+from app.orgs.service import Matrix, get_org, load_matrix
+from app.pagination import Page, PageParams
+from app.queue.messages import EvaluateOrg
+from app.queue.sqs import SqsQueue
+
+logger = logging.getLogger(__name__)
+
+STEP_ORDER = (
+    "get_or_create_batch",
+    "check_balance",
+    "start_batch",
+    "run_question_matrix",
+    "track_usage",
+    "complete_batch",
+    "mark_batch_failed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerOutcome:
+    batch: EvaluationBatch
+    is_existing: bool
+    enqueue: bool
+
+
+def today() -> date:
+    return utcnow().date()
+
+
+async def trigger_evaluation(
+    session: AsyncSession,
+    queue: SqsQueue | None,
+    principal: Principal,
+    org_id: uuid.UUID,
+    trigger: EvaluationTrigger,
+) -> EvaluationAccepted:
+    if queue is None:
+        raise ConflictError(
+            "no job queue is configured (SQS_QUEUE_URL)", code="queue_unavailable", status_code=503
+        )
+    org = await get_org(session, principal, org_id)
+    outcome = await get_or_create_today_batch(session, org, trigger, actor=principal.actor)
+    await session.commit()
+    if outcome.enqueue:
+        await enqueue_batch(queue, outcome.batch, reason=trigger.triggered_by)
+    return EvaluationAccepted(
+        batch_id=outcome.batch.id,
+        status=outcome.batch.status,
+        is_existing=outcome.is_existing,
+        total_runs=outcome.batch.total_runs,
+    )
+
+
+async def get_or_create_today_batch(
+    session: AsyncSession, org: Org, trigger: EvaluationTrigger, *, actor: str
+) -> TriggerOutcome:
+    """Today's batch for the org: reused as is, resumed when failed, or created with its runs.
+
+    Leaves the transaction open for the caller to commit; the job is sent only after that.
+    """
+    if not org.active:
+        raise ConflictError(f"org {org.id} is inactive", code="org_inactive")
+    partner = await session.get_one(Partner, org.partner_id)
+    batch_date = today()
+    batch = await _batch_for_day(session, org.id, batch_date)
+    if batch is not None:
+        if batch.status != BatchStatus.FAILED:
+            return TriggerOutcome(batch, is_existing=True, enqueue=False)
+        return await _resume(session, batch, partner, actor)
+
+    matrix = await load_matrix(session, org.id)
+    if matrix.size == 0:
+        raise ConflictError(
+            f"org {org.id} has no {' and no '.join(matrix.missing_axes())} to evaluate",
+            code="empty_matrix",
+        )
+    require_balance(partner, matrix.size)
+    batch_id = uuid.uuid4()
+    now = utcnow()
+    created = await session.execute(
+        insert_ignoring_conflicts(session, EvaluationBatch, ["org_id", "batch_date"])
+        .values(
+            id=batch_id,
+            org_id=org.id,
+            batch_date=batch_date,
+            status=BatchStatus.PENDING,
+            total_runs=matrix.size,
+            triggered_by=trigger.triggered_by,
+            user_id=trigger.user_id,
+            job_attempts=0,
+            created_at=now,
+            updated_at=now,
+            last_enqueued_at=now,
+        )
+        .returning(EvaluationBatch.id)
+    )
+    if created.first() is None:
+        # A concurrent trigger created today's batch first; it also sent the job.
+        existing = await _batch_for_day(session, org.id, batch_date)
+        if existing is None:
+            raise RuntimeError("today's batch vanished after a conflicting insert")
+        return TriggerOutcome(existing, is_existing=True, enqueue=False)
+    await _insert_runs(session, batch_id, matrix)
+    record_audit(
+        session,
+        actor=actor,
+        action="batch.created",
+        resource_type="batch",
+        resource_id=batch_id,
+        details={"org_id": str(org.id), "total_runs": matrix.size, **trigger.model_dump()},
+    )
+    batch = await session.get_one(EvaluationBatch, batch_id)
+    return TriggerOutcome(batch, is_existing=False, enqueue=True)
+
+
+async def _batch_for_day(
+    session: AsyncSession, org_id: uuid.UUID, batch_date: date
+) -> EvaluationBatch | None:
+    return await session.scalar(
+        select(EvaluationBatch)
+        .where(EvaluationBatch.org_id == org_id, EvaluationBatch.batch_date == batch_date)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def _insert_runs(session: AsyncSession, batch_id: uuid.UUID, matrix: Matrix) -> None:
+    now = utcnow()
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "batch_id": batch_id,
+            "question_id": question.id,
+            "question_text": question.text,
+            "engine_id": engine_id,
+            "location": location,
+            "status": RunStatus.PENDING,
+            "attempts": 0,
+            "simulated": False,
+            "created_at": now,
+        }
+        for question in matrix.questions
+        for engine_id in matrix.engines
+        for location in matrix.locations
+    ]
+    await session.execute(
+        insert_ignoring_conflicts(
+            session, QuestionRun, ["batch_id", "question_id", "engine_id", "location"]
+        ),
+        rows,
+    )
+
+
+async def _resume(
+    session: AsyncSession, batch: EvaluationBatch, partner: Partner, actor: str
+) -> TriggerOutcome:
+    """A failed batch runs again: completed runs are kept, failed runs are retried."""
+    await session.execute(
+        update(QuestionRun)
+        .where(QuestionRun.batch_id == batch.id, QuestionRun.status == RunStatus.FAILED)
+        .values(status=RunStatus.PENDING, error=None, claimed_by=None, lease_expires_at=None)
+    )
+    require_balance(partner, await uncharged_runs(session, batch.id))
+    resumed = await session.execute(
+        update(EvaluationBatch)
+        .where(EvaluationBatch.id == batch.id, EvaluationBatch.status == BatchStatus.FAILED)
+        .values(
+            status=BatchStatus.PENDING, error=None, completed_at=None, last_enqueued_at=utcnow()
+        )
+    )
+    if resumed.rowcount == 0:  # type: ignore[attr-defined]
+        # Another trigger resumed it between our read and this update; it sends the job.
+        await session.rollback()
+        current = await session.get_one(EvaluationBatch, batch.id, populate_existing=True)
+        return TriggerOutcome(current, is_existing=True, enqueue=False)
+    record_audit(
+        session,
+        actor=actor,
+        action="batch.resumed",
+        resource_type="batch",
+        resource_id=batch.id,
+        details={"previous_error": batch.error},
+    )
+    await session.refresh(batch)
+    return TriggerOutcome(batch, is_existing=True, enqueue=True)
+
+
+async def enqueue_batch(queue: SqsQueue, batch: EvaluationBatch, *, reason: str) -> bool:
+    """Send the batch's job; a failure is logged and left to the reconciler, never raised."""
+    message = EvaluateOrg(org_id=batch.org_id, batch_id=batch.id, reason=reason)
+    with log_context(org_id=batch.org_id, batch_id=batch.id):
+        try:
+            sqs_id = await queue.send(message)
+        except Exception:
+            logger.exception("enqueue failed; the reconciler will send the job again")
+            return False
+        logger.info("job enqueued", extra={"sqs_message_id": sqs_id, "reason": reason})
+    return True
+
+
+async def get_batch(
+    session: AsyncSession, principal: Principal, batch_id: uuid.UUID
+) -> EvaluationBatch:
+    row = (
+        await session.execute(
+            select(EvaluationBatch, Org.partner_id)
+            .join(Org, Org.id == EvaluationBatch.org_id)
+            .where(EvaluationBatch.id == batch_id)
+        )
+    ).first()
+    if row is None or not principal.can_access(row[1]):
+        raise NotFoundError(f"batch {batch_id} not found")
+    batch: EvaluationBatch = row[0]
+    return batch
+
+
+async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
+    counts = dict(
+        (
+            await session.execute(
+                select(QuestionRun.status, func.count())
+                .where(QuestionRun.batch_id == batch.id)
+                .group_by(QuestionRun.status)
+            )
+        ).all()
+    )
+    costs = list(
+        await session.scalars(select(QuestionRun.cost).where(QuestionRun.batch_id == batch.id))
+    )
+    charges = list(
+        await session.scalars(
+            select(UsageLedgerEntry.amount).where(UsageLedgerEntry.batch_id == batch.id)
+        )
+    )
+    simulated = await session.scalar(
+        select(func.count())
+        .select_from(QuestionRun)
+        .where(QuestionRun.batch_id == batch.id, QuestionRun.simulated.is_(True))
+    )
+    steps = {
+        step.name: step
+        for step in await session.scalars(select(BatchStep).where(BatchStep.batch_id == batch.id))
+    }
+    return BatchRead(
+        batch_id=batch.id,
+        org_id=batch.org_id,
+        batch_date=batch.batch_date,
+        status=batch.status,
+        total_runs=batch.total_runs,
+        completed_runs=counts.get(RunStatus.COMPLETED, 0),
+        failed_runs=counts.get(RunStatus.FAILED, 0),
+        charged_runs=len(charges),
+        cost=money_sum(costs),
+        charged_amount=money_sum(list(charges)),
+        simulated=bool(simulated),
+        triggered_by=batch.triggered_by,
+        user_id=batch.user_id,
+        created_at=batch.created_at,
+        started_at=batch.started_at,
+        completed_at=batch.completed_at,
+        error=batch.error,
+        steps=[StepRead.model_validate(steps[name]) for name in STEP_ORDER if name in steps],
+    )
+
+
+async def list_batches(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID, page: PageParams
+) -> Page[BatchListItem]:
+    org = await get_org(session, principal, org_id)
+    query = select(EvaluationBatch).where(EvaluationBatch.org_id == org.id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(EvaluationBatch.batch_date.desc(), EvaluationBatch.created_at.desc())
+        .limit(page.limit)
+        .offset(page.offset)
+    )
+    items = [
+        BatchListItem(
+            batch_id=b.id,
+            batch_date=b.batch_date,
+            status=b.status,
+            total_runs=b.total_runs,
+            triggered_by=b.triggered_by,
+            created_at=b.created_at,
+            started_at=b.started_at,
+            completed_at=b.completed_at,
+            error=b.error,
+        )
+        for b in rows
+    ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)

@@ -1,0 +1,48 @@
+"""Registrable domains (the part a registrant controls), public-suffix aware."""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import cache
+from urllib.parse import urlsplit
+
+import tldextract
+
+
+@cache
+def _suffix_extractor() -> tldextract.TLDExtract:
+    # No list URLs and no cache directory: the suffix list snapshot bundled with the package is
+    # used, so extraction never reaches the network or writes cache files.
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def registrable_domain(url_or_host: str) -> str | None:
+    """`https://news.bbc.co.uk/x` -> `bbc.co.uk`; None for IPs, `localhost`, unknown suffixes."""
+    host = _host(url_or_host)
+    if host is None:
+        return None
+    return _suffix_extractor()(host).top_domain_under_public_suffix or None
+
+
+def _host(url_or_host: str) -> str | None:
+    value = url_or_host.strip()
+    if "://" not in value:
+        value = "//" + value
+    try:
+        hostname = urlsplit(value).hostname
+    except ValueError:
+        return None
+    if not hostname:
+        return None
+    normalised = unicodedata.normalize("NFKC", hostname).lower().strip(".")
+    return ".".join(_unicode_label(label) for label in normalised.split("."))
+
+
+def _unicode_label(label: str) -> str:
+    """Punycode labels in Unicode form, so `xn--bcher-kva.de` and `bücher.de` are one domain."""
+    if not label.startswith("xn--"):
+        return label
+    try:
+        return label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return label

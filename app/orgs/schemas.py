@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.countries import normalise_country
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def _domain(value: str) -> str:
+    """Accept what people paste (`https://www.acme.com/about`) and keep the host."""
+    host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", value.strip().lower())
+    host = host.split("/", 1)[0].split("?", 1)[0].split(":", 1)[0].rstrip(".")
+    if not _HOSTNAME.match(host):
+        raise ValueError(f"'{value}' is not a domain name like 'acme.com'")
+    return host
+
+
+def _name(value: str) -> str:
+    cleaned = " ".join(value.split())
+    if not cleaned:
+        raise ValueError("names must not be blank")
+    return cleaned
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_name)]
+Domain = Annotated[str, Field(max_length=300), AfterValidator(_domain)]
+Country = Annotated[str, AfterValidator(normalise_country)]
+Names = Annotated[list[Name], Field(max_length=100), AfterValidator(_unique)]
+Domains = Annotated[list[Domain], Field(max_length=100), AfterValidator(_unique)]
+
+
+class OrgCreate(BaseModel):
+    partner_id: uuid.UUID | None = Field(
+        default=None, description="Required with the operator token; a partner key implies it"
+    )
+    name: Name
+    aliases: Names = Field(default_factory=list)
+    domains: Domains = Field(default_factory=list)
+    competitors: Names = Field(
+        default_factory=list, description="Tracked competitor brands, matched in every answer"
+    )
+    active: bool = True
+
+
+class OrgUpdate(BaseModel):
+    name: Name | None = None
+    aliases: Names | None = None
+    domains: Domains | None = None
+    competitors: Names | None = None
+    active: bool | None = None
+
+
+class OrgRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    name: str
+    aliases: list[str]
+    domains: list[str]
+    competitors: list[str]
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class QuestionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    text: str
+    position: int
+
+
+class OrgDetail(OrgRead):
+    questions: list[QuestionRead]
+    engines: list[str]
+    locations: list[str]
+
+
+QuestionText = Annotated[str, Field(min_length=3, max_length=1000), AfterValidator(_name)]
+
+
+class QuestionsSet(BaseModel):
+    questions: Annotated[
+        list[QuestionText], Field(min_length=1, max_length=500), AfterValidator(_unique)
+    ]
+
+
+class EnginesSet(BaseModel):
+    engines: Annotated[list[str], Field(min_length=1, max_length=20)]
+
+
+class LocationsSet(BaseModel):
+    locations: Annotated[
+        list[Country],
+        Field(min_length=1, max_length=250, description="ISO 3166-1 alpha-2 codes"),
+        AfterValidator(_unique),
+    ]

@@ -1,0 +1,226 @@
+"""Orgs and their evaluation matrix (questions × engines × locations)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import record_audit
+from app.auth import Principal
+from app.db.models import Org, OrgEngine, OrgLocation, OrgQuestion, Partner
+from app.engines.registry import EngineRegistry
+from app.errors import InvalidInputError, NotFoundError
+from app.orgs.schemas import (
+    EnginesSet,
+    LocationsSet,
+    OrgCreate,
+    OrgDetail,
+    OrgRead,
+    OrgUpdate,
+    QuestionRead,
+    QuestionsSet,
+)
+from app.pagination import Page, PageParams
+
+
+@dataclass(frozen=True, slots=True)
+class Matrix:
+    questions: Sequence[OrgQuestion]
+    engines: Sequence[str]
+    locations: Sequence[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.questions) * len(self.engines) * len(self.locations)
+
+    def missing_axes(self) -> list[str]:
+        axes = {"questions": self.questions, "engines": self.engines, "locations": self.locations}
+        return [name for name, values in axes.items() if not values]
+
+
+async def get_org(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID, *, for_update: bool = False
+) -> Org:
+    query = select(Org).where(Org.id == org_id)
+    if for_update:
+        query = query.with_for_update()
+    org = await session.scalar(query)
+    if org is None or not principal.can_access(org.partner_id):
+        raise NotFoundError(f"org {org_id} not found")
+    return org
+
+
+async def load_matrix(session: AsyncSession, org_id: uuid.UUID) -> Matrix:
+    questions = await session.scalars(
+        select(OrgQuestion)
+        .where(OrgQuestion.org_id == org_id, OrgQuestion.active.is_(True))
+        .order_by(OrgQuestion.position, OrgQuestion.created_at)
+    )
+    engines = await session.scalars(
+        select(OrgEngine.engine_id).where(OrgEngine.org_id == org_id).order_by(OrgEngine.engine_id)
+    )
+    locations = await session.scalars(
+        select(OrgLocation.country)
+        .where(OrgLocation.org_id == org_id)
+        .order_by(OrgLocation.country)
+    )
+    return Matrix(list(questions), list(engines), list(locations))
+
+
+async def org_detail(session: AsyncSession, org: Org) -> OrgDetail:
+    matrix = await load_matrix(session, org.id)
+    return OrgDetail(
+        **OrgRead.model_validate(org).model_dump(),
+        questions=[QuestionRead.model_validate(q) for q in matrix.questions],
+        engines=list(matrix.engines),
+        locations=list(matrix.locations),
+    )
+
+
+async def create_org(session: AsyncSession, principal: Principal, data: OrgCreate) -> Org:
+    partner_id = data.partner_id or principal.partner_id
+    if partner_id is None:
+        raise InvalidInputError("partner_id is required", code="partner_required")
+    partner = await session.get(Partner, partner_id)
+    if partner is None or not principal.can_access(partner_id):
+        raise NotFoundError(f"partner {partner_id} not found")
+    org = Org(
+        partner_id=partner_id,
+        name=data.name,
+        aliases=data.aliases,
+        domains=data.domains,
+        competitors=data.competitors,
+        active=data.active,
+    )
+    session.add(org)
+    await session.flush()
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="org.created",
+        resource_type="org",
+        resource_id=org.id,
+        details=data.model_dump(mode="json"),
+    )
+    await session.commit()
+    return org
+
+
+async def list_orgs(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageParams,
+    partner_id: uuid.UUID | None,
+    active: bool | None,
+) -> Page[OrgRead]:
+    query = select(Org)
+    if principal.partner_id is not None:
+        query = query.where(Org.partner_id == principal.partner_id)
+    if partner_id is not None:
+        query = query.where(Org.partner_id == partner_id)
+    if active is not None:
+        query = query.where(Org.active.is_(active))
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(Org.created_at, Org.id).limit(page.limit).offset(page.offset)
+    )
+    return Page(
+        items=[OrgRead.model_validate(o) for o in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+async def update_org(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID, data: OrgUpdate
+) -> Org:
+    org = await get_org(session, principal, org_id, for_update=True)
+    changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    for field, value in changes.items():
+        setattr(org, field, value)
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="org.updated",
+        resource_type="org",
+        resource_id=org.id,
+        details=changes,
+    )
+    await session.commit()
+    return org
+
+
+async def set_questions(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID, data: QuestionsSet
+) -> Org:
+    """Keep a question's id when its text is kept, so past runs still point at it."""
+    org = await get_org(session, principal, org_id, for_update=True)
+    existing = {
+        q.text: q
+        for q in await session.scalars(select(OrgQuestion).where(OrgQuestion.org_id == org.id))
+    }
+    for question in existing.values():
+        question.active = False
+    for position, text in enumerate(data.questions):
+        kept = existing.get(text)
+        if kept is None:
+            session.add(OrgQuestion(org_id=org.id, text=text, position=position))
+        else:
+            kept.active = True
+            kept.position = position
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="org.questions_set",
+        resource_type="org",
+        resource_id=org.id,
+        details={"count": len(data.questions)},
+    )
+    await session.commit()
+    return org
+
+
+async def set_engines(
+    session: AsyncSession,
+    principal: Principal,
+    org_id: uuid.UUID,
+    data: EnginesSet,
+    registry: EngineRegistry,
+) -> Org:
+    engine_ids = registry.validate(data.engines)
+    org = await get_org(session, principal, org_id, for_update=True)
+    await session.execute(delete(OrgEngine).where(OrgEngine.org_id == org.id))
+    session.add_all(OrgEngine(org_id=org.id, engine_id=e) for e in engine_ids)
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="org.engines_set",
+        resource_type="org",
+        resource_id=org.id,
+        details={"engines": engine_ids},
+    )
+    await session.commit()
+    return org
+
+
+async def set_locations(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID, data: LocationsSet
+) -> Org:
+    org = await get_org(session, principal, org_id, for_update=True)
+    await session.execute(delete(OrgLocation).where(OrgLocation.org_id == org.id))
+    session.add_all(OrgLocation(org_id=org.id, country=c) for c in data.locations)
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="org.locations_set",
+        resource_type="org",
+        resource_id=org.id,
+        details={"locations": data.locations},
+    )
+    await session.commit()
+    return org

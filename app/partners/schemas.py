@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas import MoneyIn, MoneyOut, PositiveMoney
+
+
+class PartnerCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    balance: MoneyIn = Field(default=Decimal(0))
+    price_per_run: MoneyIn | None = Field(
+        default=None, description="Charged per successful run; DEFAULT_PRICE_PER_RUN when omitted"
+    )
+
+
+class PartnerRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    balance: MoneyOut
+    price_per_run: MoneyOut
+    created_at: datetime
+    updated_at: datetime
+
+
+class TopUp(BaseModel):
+    amount: PositiveMoney
+    note: str | None = Field(default=None, max_length=500)
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field(default="default", min_length=1, max_length=200)
+
+
+class ApiKeyCreated(BaseModel):
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    name: str
+    key: str = Field(description="Shown once; only its hash is stored")
+    created_at: datetime

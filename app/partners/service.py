@@ -1,0 +1,121 @@
+"""Partners: who pays for evaluations, and their API keys."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import record_audit
+from app.auth import Principal, hash_api_key, new_api_key
+from app.db.models import ApiKey, Partner
+from app.errors import ConflictError, NotFoundError
+from app.pagination import Page, PageParams
+from app.partners.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    PartnerCreate,
+    PartnerRead,
+    TopUp,
+)
+
+
+async def create_partner(
+    session: AsyncSession, principal: Principal, data: PartnerCreate, default_price: Decimal
+) -> Partner:
+    principal.require_admin()
+    price = data.price_per_run if data.price_per_run is not None else default_price
+    partner = Partner(name=data.name.strip(), balance=data.balance, price_per_run=price)
+    session.add(partner)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise ConflictError(
+            f"a partner named '{partner.name}' already exists", code="partner_exists"
+        ) from exc
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="partner.created",
+        resource_type="partner",
+        resource_id=partner.id,
+        details={"balance": str(partner.balance), "price_per_run": str(price)},
+    )
+    await session.commit()
+    return partner
+
+
+async def get_partner(
+    session: AsyncSession, principal: Principal, partner_id: uuid.UUID, *, for_update: bool = False
+) -> Partner:
+    query = select(Partner).where(Partner.id == partner_id)
+    if for_update:
+        query = query.with_for_update()
+    partner = await session.scalar(query)
+    if partner is None or not principal.can_access(partner.id):
+        raise NotFoundError(f"partner {partner_id} not found")
+    return partner
+
+
+async def list_partners(
+    session: AsyncSession, principal: Principal, page: PageParams
+) -> Page[PartnerRead]:
+    query = select(Partner)
+    if principal.partner_id is not None:
+        query = query.where(Partner.id == principal.partner_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(Partner.created_at, Partner.id).limit(page.limit).offset(page.offset)
+    )
+    items = [PartnerRead.model_validate(p) for p in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+async def top_up(
+    session: AsyncSession, principal: Principal, partner_id: uuid.UUID, data: TopUp
+) -> Partner:
+    principal.require_admin()
+    partner = await get_partner(session, principal, partner_id, for_update=True)
+    partner.balance = partner.balance + data.amount
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="partner.topped_up",
+        resource_type="partner",
+        resource_id=partner.id,
+        details={"amount": str(data.amount), "balance": str(partner.balance), "note": data.note},
+    )
+    await session.commit()
+    return partner
+
+
+async def create_api_key(
+    session: AsyncSession, principal: Principal, partner_id: uuid.UUID, data: ApiKeyCreate
+) -> ApiKeyCreated:
+    principal.require_admin()
+    partner = await get_partner(session, principal, partner_id)
+    key = new_api_key()
+    api_key = ApiKey(
+        partner_id=partner.id, name=data.name, key_hash=hash_api_key(key), prefix=key[:10]
+    )
+    session.add(api_key)
+    await session.flush()
+    record_audit(
+        session,
+        actor=principal.actor,
+        action="api_key.created",
+        resource_type="partner",
+        resource_id=partner.id,
+        details={"api_key_id": str(api_key.id), "prefix": api_key.prefix},
+    )
+    await session.commit()
+    return ApiKeyCreated(
+        id=api_key.id,
+        partner_id=partner.id,
+        name=api_key.name,
+        key=key,
+        created_at=api_key.created_at,
+    )

@@ -1,0 +1,40 @@
+"""The queue contract: a typed, versioned envelope; ids only, never secrets."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from app.db.types import utcnow
+
+SCHEMA_VERSION: Final = 1
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = SCHEMA_VERSION
+    message_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
+class EvaluateOrg(_Message):
+    """Run (or resume) one org's evaluation batch."""
+
+    type: Literal["evaluate_org"] = "evaluate_org"
+    org_id: uuid.UUID
+    batch_id: uuid.UUID
+    reason: str = "api"
+
+
+# One member today; new job types join this union and the worker's handler registry.
+Message = EvaluateOrg
+MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def parse_message(body: str) -> Message:
+    """Raises pydantic.ValidationError for anything that is not a valid message."""
+    return MESSAGE_ADAPTER.validate_json(body)

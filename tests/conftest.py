@@ -1,0 +1,148 @@
+"""Real services for the tests: Postgres and Redis as the machine runs them, moto's SQS
+server on a free loopback port, and the API served over HTTP by uvicorn."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+from mypy_boto3_sqs import SQSClient
+from pydantic import SecretStr
+
+from app.context import AppContext
+from app.db.migrate import upgrade
+from app.db.session import create_engine
+from app.embedded import serve_api
+from app.queue.provision import create_queue_with_dlq
+from app.settings import Settings
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+API_TOKEN = "test-operator-token"
+MAX_RECEIVE_COUNT = 4
+
+
+def _database_url(name: str) -> str:
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_database() -> AsyncIterator[str]:
+    """Migrated once; every test copies it (CREATE DATABASE … TEMPLATE) in a few ms."""
+    name = f"senso_tpl_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        engine = create_engine(Settings(database_url=SecretStr(_database_url(name))))
+        await upgrade(engine)
+        await engine.dispose()
+        yield name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def postgres_url(template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"senso_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield _database_url(name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path}/senso.db"
+    engine = create_engine(Settings(database_url=SecretStr(url)))
+    await upgrade(engine)
+    await engine.dispose()
+    return url
+
+
+@pytest.fixture
+def queue_url(sqs_endpoint: str) -> str:
+    settings = Settings(aws_endpoint_url=sqs_endpoint, sqs_wait_seconds=1)
+    return create_queue_with_dlq(
+        settings, f"jobs-{uuid.uuid4().hex[:12]}", max_receive_count=MAX_RECEIVE_COUNT
+    )
+
+
+def make_settings(
+    database_url: str, queue_url: str, sqs_endpoint: str, **overrides: object
+) -> Settings:
+    values: dict[str, object] = {
+        "database_url": SecretStr(database_url),
+        "api_token": SecretStr(API_TOKEN),
+        "sqs_queue_url": queue_url,
+        "aws_endpoint_url": sqs_endpoint,
+        "redis_url": SecretStr(REDIS_URL),
+        "sqs_wait_seconds": 1,
+        "sqs_visibility_timeout": 30,
+        "simulated_latency_ms": 2,
+        "job_retry_base_seconds": 1,
+        "job_max_attempts": MAX_RECEIVE_COUNT - 1,
+        "run_retry_base_seconds": 0.01,
+        "worker_drain_seconds": 10,
+        "reconcile_interval_seconds": 3600,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings(postgres_url: str, queue_url: str, sqs_endpoint: str) -> Settings:
+    return make_settings(postgres_url, queue_url, sqs_endpoint)
+
+
+@pytest.fixture
+async def context(settings: Settings) -> AsyncIterator[AppContext]:
+    context = AppContext.create(settings)
+    yield context
+    await context.aclose()
+
+
+@pytest.fixture
+async def api(settings: Settings, context: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+    """An operator's client of the real API served over loopback HTTP."""
+    async with (
+        serve_api(settings, context) as base_url,
+        httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def sqs(sqs_endpoint: str) -> Iterator[SQSClient]:
+    client: SQSClient = boto3.client("sqs", region_name="us-east-1", endpoint_url=sqs_endpoint)
+    yield client
+    client.close()

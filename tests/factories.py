@@ -1,0 +1,73 @@
+"""Set up partners and orgs the way a user does: through the API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+QUESTIONS = (
+    "What is the best CRM for a small business?",
+    "Which CRM do sales teams recommend for startups?",
+    "Top alternatives to Salesforce for a 20-person company?",
+    "What CRM has the best email integration?",
+    "Which CRM is easiest to set up without an admin?",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSetup:
+    partner_id: str
+    org_id: str
+    runs: int
+
+
+def expect(response: httpx.Response, status: int) -> Any:
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    return response.json()
+
+
+async def create_partner(
+    api: httpx.AsyncClient, *, balance: str = "100.00", price: str = "0.05", name: str | None = None
+) -> str:
+    body = {
+        "name": name or f"partner-{uuid.uuid4().hex[:8]}",
+        "balance": balance,
+        "price_per_run": price,
+    }
+    return str(expect(await api.post("/partners", json=body), 201)["id"])
+
+
+async def create_org(
+    api: httpx.AsyncClient,
+    partner_id: str,
+    *,
+    questions: int = 5,
+    engines: tuple[str, ...] = ("openai", "anthropic", "brightdata_perplexity"),
+    locations: tuple[str, ...] = ("US", "GB"),
+    name: str = "HubSpot",
+) -> OrgSetup:
+    org = expect(
+        await api.post(
+            "/orgs",
+            json={
+                "partner_id": partner_id,
+                "name": name,
+                "aliases": ["HubSpot CRM"],
+                "domains": ["hubspot.com"],
+                "competitors": ["Salesforce", "Pipedrive", "Zoho CRM", "Freshsales"],
+            },
+        ),
+        201,
+    )
+    org_id = str(org["id"])
+    if questions:
+        body = {"questions": list(QUESTIONS[:questions])}
+        expect(await api.put(f"/orgs/{org_id}/questions", json=body), 200)
+    if engines:
+        expect(await api.put(f"/orgs/{org_id}/engines", json={"engines": list(engines)}), 200)
+    if locations:
+        expect(await api.put(f"/orgs/{org_id}/locations", json={"locations": list(locations)}), 200)
+    return OrgSetup(partner_id, org_id, questions * len(engines) * len(locations))

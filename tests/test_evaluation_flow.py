@@ -1,0 +1,126 @@
+"""The whole flow over real connections: API over HTTP → SQS → worker → Postgres/SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from app.context import AppContext
+from app.embedded import run_worker_task, serve_api
+from app.settings import Settings
+from tests.conftest import API_TOKEN, make_settings
+from tests.db_checks import balance, run_stats
+from tests.factories import create_org, create_partner, expect
+
+
+async def wait_for_batch(
+    api: httpx.AsyncClient,
+    batch_id: str,
+    *,
+    statuses: tuple[str, ...] = ("completed", "failed"),
+    limit: float = 60,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    while True:
+        batch: dict[str, Any] = expect(await api.get(f"/batches/{batch_id}"), 200)
+        if batch["status"] in statuses:
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch['status']}: {batch}"
+        await asyncio.sleep(0.1)
+
+
+async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
+    partner_id = await create_partner(api, balance="10.00", price="0.05")
+    setup = await create_org(api, partner_id)
+    assert setup.runs == 30
+
+    response = await api.post(
+        f"/orgs/{setup.org_id}/evaluations", json={"triggered_by": "test", "user_id": "u-1"}
+    )
+    accepted = expect(response, 202)
+    assert accepted["is_existing"] is False
+    assert accepted["total_runs"] == 30
+    assert response.headers["location"] == f"/batches/{accepted['batch_id']}"
+
+    async with run_worker_task(context):
+        batch = await wait_for_batch(api, accepted["batch_id"])
+
+    assert batch["status"] == "completed", batch
+    assert batch["completed_runs"] == 30
+    assert batch["charged_runs"] == 30
+    assert Decimal(batch["charged_amount"]) == Decimal("1.50")
+    assert batch["triggered_by"] == "test" and batch["user_id"] == "u-1"
+    assert batch["started_at"] and batch["completed_at"]
+    assert [s["name"] for s in batch["steps"]] == [
+        "get_or_create_batch",
+        "check_balance",
+        "start_batch",
+        "run_question_matrix",
+        "track_usage",
+        "complete_batch",
+    ]
+    assert all(s["status"] == "completed" and s["finished_at"] for s in batch["steps"])
+
+    stats = await run_stats(context, accepted["batch_id"])
+    assert stats["total"] == 30 == stats["completed"] == stats["ledger"]
+    assert stats["max_attempts"] == 1
+    assert await balance(context, partner_id) == Decimal("10.00") - 30 * Decimal("0.05")
+
+    results = expect(
+        await api.get(f"/batches/{accepted['batch_id']}/results", params={"limit": 7}), 200
+    )
+    assert results["total"] == 30 and len(results["runs"]) == 7
+    assert results["simulated"] is True
+    run = results["runs"][0]
+    assert run["simulated"] is True and run["answer"] and run["mention"] is not None
+    summary = results["summary"]
+    assert summary["completed_runs"] == 30
+    assert 0 < summary["visibility"] <= 1
+    assert set(results["by_engine"]) == {"openai", "anthropic", "brightdata_perplexity"}
+    assert set(results["by_location"]) == {"US", "GB"}
+    assert sum(p["completed_runs"] for p in results["by_engine"].values()) == 30
+    assert summary["top_competitors"], "the simulated answers name tracked competitors"
+
+    history = expect(await api.get(f"/orgs/{setup.org_id}/batches"), 200)
+    assert [b["batch_id"] for b in history["items"]] == [accepted["batch_id"]]
+
+    again = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)
+    assert again == {
+        "batch_id": accepted["batch_id"],
+        "status": "completed",
+        "is_existing": True,
+        "total_runs": 30,
+    }
+
+
+async def test_end_to_end_on_postgres_and_sqs(api: httpx.AsyncClient, context: AppContext) -> None:
+    await _full_flow(api, context)
+
+
+async def test_end_to_end_on_embedded_sqlite(
+    sqlite_url: str, queue_url: str, sqs_endpoint: str
+) -> None:
+    settings = make_settings(sqlite_url, queue_url, sqs_endpoint, redis_url=None)
+    context = AppContext.create(settings)
+    try:
+        async with (
+            serve_api(settings, context) as base_url,
+            httpx.AsyncClient(
+                base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as api,
+        ):
+            await _full_flow(api, context)
+    finally:
+        await context.aclose()
+
+
+def test_settings_secrets_are_not_printed() -> None:
+    settings = Settings(
+        database_url=SecretStr("postgresql+asyncpg://u:hunter2@db/x"), api_token=SecretStr("s3cret")
+    )
+    assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
