@@ -3,6 +3,7 @@ server on a free loopback port, and the API served over HTTP by uvicorn."""
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,8 @@ from app.embedded import serve_api
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
 
+# moto's server logs every request it answers; the tests' own logs are what matter.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

@@ -54,8 +54,10 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
     assert batch["completed_runs"] == 30
     assert batch["charged_runs"] == 30
     assert Decimal(batch["charged_amount"]) == Decimal("1.50")
-    assert batch["triggered_by"] == "test" and batch["user_id"] == "u-1"
-    assert batch["started_at"] and batch["completed_at"]
+    assert batch["triggered_by"] == "test"
+    assert batch["user_id"] == "u-1"
+    assert batch["started_at"]
+    assert batch["completed_at"]
     assert [s["name"] for s in batch["steps"]] == [
         "get_or_create_batch",
         "check_balance",
@@ -74,10 +76,13 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
     results = expect(
         await api.get(f"/batches/{accepted['batch_id']}/results", params={"limit": 7}), 200
     )
-    assert results["total"] == 30 and len(results["runs"]) == 7
+    assert results["total"] == 30
+    assert len(results["runs"]) == 7
     assert results["simulated"] is True
     run = results["runs"][0]
-    assert run["simulated"] is True and run["answer"] and run["mention"] is not None
+    assert run["simulated"] is True
+    assert run["answer"]
+    assert run["mention"] is not None
     summary = results["summary"]
     assert summary["completed_runs"] == 30
     assert 0 < summary["visibility"] <= 1
@@ -123,4 +128,5 @@ def test_settings_secrets_are_not_printed() -> None:
     settings = Settings(
         database_url=SecretStr("postgresql+asyncpg://u:hunter2@db/x"), api_token=SecretStr("s3cret")
     )
-    assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
+    assert "hunter2" not in repr(settings)
+    assert "s3cret" not in repr(settings)

@@ -59,6 +59,10 @@ class Worker:
         try:
             await self._receive_until_stopped()
             await self._drain()
+        except asyncio.CancelledError:
+            # Cancelled outright rather than asked to stop: cut jobs short, release their messages.
+            await self._cancel_in_flight()
+            raise
         finally:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,9 +109,13 @@ class Worker:
             logger.warning(
                 "drain period over; releasing unfinished jobs", extra={"jobs": len(unfinished)}
             )
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
+            await self._cancel_in_flight()
+
+    async def _cancel_in_flight(self) -> None:
+        tasks = set(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _process(self, message: ReceivedMessage) -> None:
         with log_context(sqs_message_id=message.message_id):
