@@ -1,0 +1,98 @@
+"""The `senso` command as a user runs it: a real process, stdin and stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "data" / "extraction_cases.jsonl"
+COMMANDS = ("api", "worker", "migrate", "demo", "extract")
+
+
+def senso(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def test_extract_reads_json_lines_and_answers_in_order() -> None:
+    cases = [json.loads(line) for line in FIXTURES.read_text().splitlines() if line.strip()]
+    result = senso("extract", stdin=FIXTURES.read_text())
+    assert result.returncode == 0, result.stderr
+    outputs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert outputs == [case["expect"] for case in cases]
+
+
+def test_extract_reports_a_bad_line_and_goes_on() -> None:
+    good = json.dumps({"org": {"name": "Wise"}, "answer": "Wise is cheap.", "citations": []})
+    result = senso("extract", stdin=f"{good}\nnot json\n{json.dumps({'answer': 'x'})}\n{good}\n")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 4
+    assert (
+        lines[0]
+        == lines[3]
+        == {
+            "mentioned": True,
+            "mention_count": 1,
+            "list_position": None,
+            "cited_domains": [],
+            "org_cited": False,
+        }
+    )
+    assert lines[1]["error"].startswith("line 2:")
+    assert lines[2]["error"].startswith("line 3: org:")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = senso(command, "--help")
+    assert result.returncode == 0
+    assert f"usage: senso {command}" in result.stdout
+    assert len(result.stdout.splitlines()) > 3
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = senso("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert f"    {command}" in result.stdout
+
+
+def test_api_refuses_to_start_without_a_token() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
+    result = senso("api", env=env)
+    assert result.returncode == 2
+    assert "API_TOKEN must be set" in result.stderr
+
+
+def test_demo_runs_the_embedded_default_end_to_end(tmp_path: Path) -> None:
+    """`senso demo` with no service configured: SQLite, in-process SQS, simulated engines."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
+    }
+    result = senso("demo", "--questions", "5", "--timeout", "120", env=env, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "database: embedded SQLite" in out
+    assert "queue: in-process SQS endpoint" in out
+    assert "→ 202" in out
+    assert "30 runs" in out
+    assert "completed  30/30 completed, 0 failed, 30 charged" in out
+    assert "Results (simulated engines)" in out
+    assert "visibility" in out
