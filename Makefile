@@ -17,6 +17,7 @@ test: install lint typecheck unit
 lint:
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run shellcheck scripts/*.sh .ci/run
 
 typecheck:
 	$(UV) run mypy
