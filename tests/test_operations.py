@@ -70,3 +70,26 @@ async def test_evaluate_org_script_fails_on_an_unknown_org(api: httpx.AsyncClien
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode != 0
     assert b'"error":"not_found"' in stdout + stderr
+
+
+def test_readme_documents_every_setting_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if name == "database_url":
+            shown = "`sqlite+aiosqlite:///./senso.db`"
+        elif default is None:
+            shown = "—"
+        else:
+            shown = f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        assert f"| `{name.upper()}` | {shown} |" in readme, name
+
+
+def test_readme_quick_start_is_the_two_make_targets() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("```", 2)[1]
+    assert [line.split("#")[0].strip() for line in quick_start.splitlines()[1:]] == [
+        "make demo",
+        "make test",
+    ]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
