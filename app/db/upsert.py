@@ -1,9 +1,11 @@
-"""INSERT … ON CONFLICT DO NOTHING for both dialects: unique constraints decide, not code."""
+"""Writes whose outcome the database decides: INSERT … ON CONFLICT DO NOTHING on both dialects,
+and how many rows a conditional UPDATE changed."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import CursorResult, Result
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,3 +19,8 @@ def insert_ignoring_conflicts(
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
     return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+
+
+def rows_affected(result: Result[Any]) -> int:
+    """How many rows an UPDATE/INSERT changed (session.execute types it as a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount

@@ -26,6 +26,7 @@ from app.db.models import (
     RunStatus,
 )
 from app.db.types import utcnow
+from app.db.upsert import rows_affected
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
 from app.extraction import BrandMatch, Extraction, OrgProfile, extract, match_brand
 
@@ -185,7 +186,7 @@ class MatrixRunner:
                 lease_expires_at=None,
             )
         )
-        return bool(stored.rowcount)  # type: ignore[attr-defined]
+        return rows_affected(stored) > 0
 
     async def _fail(self, run: ClaimedRun, reason: str) -> None:
         async with self._context.sessions() as session:

@@ -24,6 +24,7 @@ from app.db.models import (
     RunStatus,
 )
 from app.db.types import utcnow
+from app.db.upsert import rows_affected
 from app.engines.base import BrandContext
 from app.errors import InsufficientBalanceError
 from app.evaluations.billing import charge_completed_runs, require_balance, uncharged_runs
@@ -121,7 +122,7 @@ async def start_batch(context: AppContext, batch: EvaluationBatch) -> None:
                 heartbeat_at=now,
             )
         )
-        if started.rowcount:  # type: ignore[attr-defined]
+        if rows_affected(started):
             record_audit(
                 session,
                 actor=WORKER_ACTOR,
@@ -177,7 +178,7 @@ async def complete_batch(context: AppContext, batch: EvaluationBatch) -> None:
             .where(EvaluationBatch.id == batch.id, EvaluationBatch.status == BatchStatus.RUNNING)
             .values(status=BatchStatus.COMPLETED, completed_at=utcnow(), error=None)
         )
-        if completed.rowcount:  # type: ignore[attr-defined]
+        if rows_affected(completed):
             record_audit(
                 session,
                 actor=WORKER_ACTOR,
@@ -203,7 +204,7 @@ async def mark_batch_failed(context: AppContext, batch_id: uuid.UUID, reason: st
             )
             .values(status=BatchStatus.FAILED, error=reason[:2000], completed_at=utcnow())
         )
-        if failed.rowcount:  # type: ignore[attr-defined]
+        if rows_affected(failed):
             record_audit(
                 session,
                 actor=WORKER_ACTOR,
@@ -258,7 +259,7 @@ async def stalled_batches(context: AppContext) -> list[EvaluationBatch]:
                 )
                 .values(last_enqueued_at=utcnow())
             )
-            if moved.rowcount:  # type: ignore[attr-defined]
+            if rows_affected(moved):
                 claimed.append(batch)
         await session.commit()
     return claimed

@@ -23,7 +23,7 @@ from app.db.models import (
     UsageLedgerEntry,
 )
 from app.db.types import utcnow
-from app.db.upsert import insert_ignoring_conflicts
+from app.db.upsert import insert_ignoring_conflicts, rows_affected
 from app.errors import ConflictError, NotFoundError
 from app.evaluations.billing import money_sum, require_balance, uncharged_runs
 from app.evaluations.schemas import (
@@ -203,7 +203,7 @@ async def _resume(
             status=BatchStatus.PENDING, error=None, completed_at=None, last_enqueued_at=utcnow()
         )
     )
-    if resumed.rowcount == 0:  # type: ignore[attr-defined]
+    if rows_affected(resumed) == 0:
         # Another trigger resumed it between our read and this update; it sends the job.
         await session.rollback()
         current = await session.get_one(EvaluationBatch, batch.id, populate_existing=True)
