@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import socket
@@ -122,26 +123,39 @@ class Worker:
             try:
                 job = parse_message(message.body)
             except ValidationError as exc:
-                # Not deleted: the queue's redrive policy moves it to the DLQ for inspection.
-                logger.error(
-                    "malformed message left for the DLQ",
-                    extra={"receive_count": message.receive_count, "errors": exc.error_count()},
-                )
+                self._leave_for_dlq(message, f"{exc.error_count()} validation error(s)")
                 await self._set_visibility(message, self._settings.job_retry_base_seconds)
                 return
-            kind = self._registry[job.type]
-            heartbeat = asyncio.create_task(self._heartbeat(message))
-            try:
-                await kind.handle(self._context, job, self.worker_id)
-            except asyncio.CancelledError:
-                await asyncio.shield(self._release(message))
-                raise
-            except Exception as exc:
-                await self._after_failure(kind, job, message, exc)
+            kind = self._registry.get(job.type)
+            if kind is None:
+                self._leave_for_dlq(message, f"no handler for type {job.type!r}")
+                await self._set_visibility(message, self._settings.job_retry_base_seconds)
                 return
-            finally:
-                heartbeat.cancel()
-            await self._queue.delete(message.receipt_handle)
+            with log_context(**job.log_ids()):
+                await self._run_job(kind, job, message)
+
+    def _leave_for_dlq(self, message: ReceivedMessage, reason: str) -> None:
+        # Not deleted: the queue's redrive policy moves it to the DLQ for inspection.
+        logger.error(
+            "unprocessable message left for the DLQ",
+            extra={"receive_count": message.receive_count, "reason": reason},
+        )
+
+    async def _run_job(self, kind: JobKind, job: Message, message: ReceivedMessage) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(message))
+        try:
+            await kind.handle(self._context, job, self.worker_id)
+        except asyncio.CancelledError:
+            heartbeat.cancel()
+            await asyncio.shield(self._release(message))
+            raise
+        except Exception as exc:
+            # The heartbeat stops first so it cannot undo the backoff set below.
+            heartbeat.cancel()
+            await self._after_failure(kind, job, message, exc)
+            return
+        heartbeat.cancel()
+        await self._queue.delete(message.receipt_handle)
 
     async def _after_failure(
         self, kind: JobKind, job: Message, message: ReceivedMessage, exc: Exception
@@ -170,7 +184,7 @@ class Worker:
             self._settings.job_retry_max_seconds,
             self._settings.job_retry_base_seconds * 2 ** (receive_count - 1),
         )
-        return int(random.uniform(ceiling / 2, ceiling))
+        return math.ceil(random.uniform(ceiling / 2, ceiling))
 
     async def _heartbeat(self, message: ReceivedMessage) -> None:
         timeout = self._settings.sqs_visibility_timeout

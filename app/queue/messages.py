@@ -29,6 +29,9 @@ class EvaluateOrg(_Message):
     batch_id: uuid.UUID
     reason: str = "api"
 
+    def log_ids(self) -> dict[str, object]:
+        return {"org_id": self.org_id, "batch_id": self.batch_id}
+
 
 # One member today; new job types join this union and the worker's handler registry.
 Message = EvaluateOrg

@@ -31,6 +31,7 @@ class SqsQueue:
         self.queue_url = queue_url
         self._wait_seconds = settings.sqs_wait_seconds
         self._max_messages = settings.sqs_max_messages
+        self._visibility_timeout = settings.sqs_visibility_timeout
         # The read timeout must outlast a 20 s long poll, or every empty receive would fail.
         config = Config(
             connect_timeout=settings.sqs_call_timeout,
@@ -59,6 +60,8 @@ class SqsQueue:
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=min(max_messages or self._max_messages, self._max_messages),
             WaitTimeSeconds=self._wait_seconds,
+            # Set per receive: the heartbeat's schedule assumes this, not the queue's default.
+            VisibilityTimeout=self._visibility_timeout,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         return [_received(raw) for raw in response.get("Messages", [])]
