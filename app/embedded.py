@@ -18,7 +18,9 @@ from worker.runtime import Worker
 @contextlib.asynccontextmanager
 async def serve_api(settings: Settings, context: AppContext) -> AsyncIterator[str]:
     """Serve the real API over HTTP on a free loopback port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only then,
+    # and without it every response body waits out a delayed ACK (about 40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(

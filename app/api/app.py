@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.deps import authenticate_request
 from app.context import AppContext
 from app.errors import DomainError
 from app.evaluations.router import router as evaluations_router
@@ -55,7 +56,6 @@ def _error(status_code: int, error: str, detail: Any) -> JSONResponse:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         response = _error(exc.status_code, exc.code, exc.detail)
@@ -63,8 +63,17 @@ def _add_error_handlers(app: FastAPI) -> None:
             response.headers.update(headers)
         return response
 
+    app.add_exception_handler(DomainError, domain_error)  # type: ignore[arg-type]
+
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            # FastAPI decodes the body before any dependency runs: authenticate here so an
+            # anonymous caller learns nothing about the endpoint from a parse error.
+            try:
+                await authenticate_request(request)
+            except DomainError as auth_error:
+                return await domain_error(request, auth_error)
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
@@ -74,7 +83,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
+        response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,8 @@ from sqlalchemy import DateTime, Dialect, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 MONEY_PLACES = Decimal("0.000001")
+# NUMERIC(18, 6): twelve digits before the point.
+MAX_MONEY = Decimal("999999999999.999999")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

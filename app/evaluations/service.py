@@ -70,11 +70,11 @@ async def trigger_evaluation(
     org_id: uuid.UUID,
     trigger: EvaluationTrigger,
 ) -> EvaluationAccepted:
+    org = await get_org(session, principal, org_id)
     if queue is None:
         raise ConflictError(
             "no job queue is configured (SQS_QUEUE_URL)", code="queue_unavailable", status_code=503
         )
-    org = await get_org(session, principal, org_id)
     outcome = await get_or_create_today_batch(session, org, trigger, actor=principal.actor)
     await session.commit()
     if outcome.enqueue:

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.countries import normalise_country
+from app.schemas import Name, Text
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -21,18 +22,10 @@ def _domain(value: str) -> str:
     return host
 
 
-def _name(value: str) -> str:
-    cleaned = " ".join(value.split())
-    if not cleaned:
-        raise ValueError("names must not be blank")
-    return cleaned
-
-
 def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_name)]
 Domain = Annotated[str, Field(max_length=300), AfterValidator(_domain)]
 Country = Annotated[str, AfterValidator(normalise_country)]
 Names = Annotated[list[Name], Field(max_length=100), AfterValidator(_unique)]
@@ -88,13 +81,8 @@ class OrgDetail(OrgRead):
     locations: list[str]
 
 
-QuestionText = Annotated[str, Field(min_length=3, max_length=1000), AfterValidator(_name)]
-
-
 class QuestionsSet(BaseModel):
-    questions: Annotated[
-        list[QuestionText], Field(min_length=1, max_length=500), AfterValidator(_unique)
-    ]
+    questions: Annotated[list[Text], Field(min_length=1, max_length=500), AfterValidator(_unique)]
 
 
 class EnginesSet(BaseModel):

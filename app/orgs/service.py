@@ -192,8 +192,8 @@ async def set_engines(
     data: EnginesSet,
     registry: EngineRegistry,
 ) -> Org:
-    engine_ids = registry.validate(data.engines)
     org = await get_org(session, principal, org_id, for_update=True)
+    engine_ids = registry.validate(data.engines)
     await session.execute(delete(OrgEngine).where(OrgEngine.org_id == org.id))
     session.add_all(OrgEngine(org_id=org.id, engine_id=e) for e in engine_ids)
     record_audit(

@@ -6,11 +6,11 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import MoneyIn, MoneyOut, PositiveMoney
+from app.schemas import MoneyIn, MoneyOut, Name, PositiveMoney
 
 
 class PartnerCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     balance: MoneyIn = Field(default=Decimal(0))
     price_per_run: MoneyIn | None = Field(
         default=None, description="Charged per successful run; DEFAULT_PRICE_PER_RUN when omitted"
@@ -34,7 +34,7 @@ class TopUp(BaseModel):
 
 
 class ApiKeyCreate(BaseModel):
-    name: str = Field(default="default", min_length=1, max_length=200)
+    name: Name = "default"
 
 
 class ApiKeyCreated(BaseModel):

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import record_audit
 from app.auth import Principal, hash_api_key, new_api_key
 from app.db.models import ApiKey, Partner
-from app.errors import ConflictError, NotFoundError
+from app.db.types import MAX_MONEY
+from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.pagination import Page, PageParams
 from app.partners.schemas import (
     ApiKeyCreate,
@@ -28,7 +29,7 @@ async def create_partner(
 ) -> Partner:
     principal.require_admin()
     price = data.price_per_run if data.price_per_run is not None else default_price
-    partner = Partner(name=data.name.strip(), balance=data.balance, price_per_run=price)
+    partner = Partner(name=data.name, balance=data.balance, price_per_run=price)
     session.add(partner)
     try:
         await session.flush()
@@ -79,6 +80,8 @@ async def top_up(
 ) -> Partner:
     principal.require_admin()
     partner = await get_partner(session, principal, partner_id, for_update=True)
+    if partner.balance + data.amount > MAX_MONEY:
+        raise InvalidInputError(f"the balance would exceed {MAX_MONEY}", code="balance_overflow")
     partner.balance = partner.balance + data.amount
     record_audit(
         session,
