@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 from pydantic import SecretStr
 
 from app.context import AppContext
+from app.db.models import OrgEngine
 from app.embedded import run_worker_task, serve_api
 from app.settings import Settings
 from tests.conftest import API_TOKEN, make_settings
@@ -130,3 +132,31 @@ def test_settings_secrets_are_not_printed() -> None:
     )
     assert "hunter2" not in repr(settings)
     assert "s3cret" not in repr(settings)
+
+
+async def test_a_run_on_an_engine_no_longer_served_fails_alone(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    lenient = settings.model_copy(update={"max_failed_run_ratio": 0.6})
+    context = AppContext.create(lenient)
+    try:
+        partner_id = await create_partner(api)
+        setup = await create_org(api, partner_id, engines=("openai",))
+        async with context.sessions() as session:
+            session.add(OrgEngine(org_id=uuid.UUID(setup.org_id), engine_id="retired_engine"))
+            await session.commit()
+        accepted = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)
+        async with run_worker_task(context):
+            batch = await wait_for_batch(api, accepted["batch_id"])
+        results = expect(
+            await api.get(
+                f"/batches/{accepted['batch_id']}/results", params={"engine": "retired_engine"}
+            ),
+            200,
+        )
+    finally:
+        await context.aclose()
+    assert batch["status"] == "completed"
+    assert (batch["completed_runs"], batch["failed_runs"], batch["charged_runs"]) == (10, 10, 10)
+    assert {run["error"] for run in results["runs"]} == {"unknown engine 'retired_engine'"}
+    assert results["summary"]["failed_runs"] == 10

@@ -28,6 +28,7 @@ from app.db.models import (
 from app.db.types import utcnow
 from app.db.upsert import rows_affected
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
+from app.errors import InvalidInputError
 from app.extraction import BrandMatch, Extraction, OrgProfile, extract, match_brand
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,13 @@ class MatrixRunner:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while True:
-                async with asyncio.TaskGroup() as group:
-                    for _ in range(self._settings.run_concurrency):
-                        group.create_task(self._claim_and_execute())
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for _ in range(self._settings.run_concurrency):
+                            group.create_task(self._claim_and_execute())
+                except ExceptionGroup as errors:
+                    # The step's recorded error should name the cause, not the group around it.
+                    raise errors.exceptions[0] from errors
                 if await self._unfinished() == 0:
                     return
                 # Another worker holds the remaining runs: wait for it, or for its lease to end.
@@ -121,7 +126,11 @@ class MatrixRunner:
         return None if row is None else ClaimedRun(*row)
 
     async def _execute(self, run: ClaimedRun) -> None:
-        engine = self._context.engines.get(run.engine_id)
+        try:
+            engine = self._context.engines.get(run.engine_id)
+        except InvalidInputError as exc:
+            await self._fail(run, str(exc))
+            return
         max_attempts = self._settings.run_max_attempts
         for attempt in range(1, max_attempts + 1):
             request = EngineRequest(run.question, run.location, self._subject.brand, attempt)
