@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         "DATABASE_URL / SQS_QUEUE_URL it runs embedded: a SQLite file, an in-process SQS "
         "endpoint, simulated engines, no keys. Exit 0 when the batch completed.",
     )
-    demo.add_argument("--questions", type=int, default=6, help="questions to ask (default 6)")
+    demo.add_argument(
+        "--questions",
+        type=_demo_question_count,
+        default=6,
+        help="questions to ask, 1-8 (default 6)",
+    )
     demo.add_argument(
         "--engines",
         default="openai,anthropic,brightdata_perplexity",
@@ -88,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.set_defaults(run=_extract)
     return parser
+
+
+def _demo_question_count(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= 8:
+        raise argparse.ArgumentTypeError("the demo has 8 questions: choose 1 to 8")
+    return count
 
 
 def _api(args: argparse.Namespace) -> int:

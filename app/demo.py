@@ -147,7 +147,7 @@ async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
         )
     )
     org_id = org["id"]
-    questions = [DEMO_QUESTIONS[i % len(DEMO_QUESTIONS)] for i in range(options.questions)]
+    questions = list(DEMO_QUESTIONS[: options.questions])
     _ok(await client.put(f"/orgs/{org_id}/questions", json={"questions": questions}))
     _ok(await client.put(f"/orgs/{org_id}/engines", json={"engines": options.engines}))
     _ok(await client.put(f"/orgs/{org_id}/locations", json={"locations": options.locations}))

@@ -96,3 +96,9 @@ def test_demo_runs_the_embedded_default_end_to_end(tmp_path: Path) -> None:
     assert "completed  30/30 completed, 0 failed, 30 charged" in out
     assert "Results (simulated engines)" in out
     assert "visibility" in out
+
+
+def test_demo_refuses_more_questions_than_it_has() -> None:
+    result = senso("demo", "--questions", "9")
+    assert result.returncode == 2
+    assert "choose 1 to 8" in result.stderr
