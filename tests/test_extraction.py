@@ -397,3 +397,13 @@ def test_facts_shape() -> None:
     }
     assert extraction.first_offset == answer.index("Acme Corp")
     assert extraction.citations[0] == Citation("https://acme.io", "acme.io", 1, "site", "text")
+
+
+def test_extract_matches_tracked_competitors_on_the_same_answer() -> None:
+    answer = "1. **Salesforce** leads.\n2. HubSpot\n3. Pipedrive's pipeline view\n\nZoho is absent."
+    result = extract(
+        OrgProfile(name="HubSpot"), answer, competitors=("Salesforce", "Pipedrive", "Freshsales")
+    )
+    assert result.list_position == 2
+    named = {name: (found.mention_count, found.list_position) for name, found in result.competitors}
+    assert named == {"Salesforce": (1, 1), "Pipedrive": (1, 3)}

@@ -29,7 +29,7 @@ from app.db.types import utcnow
 from app.db.upsert import rows_affected
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
 from app.errors import InvalidInputError
-from app.extraction import BrandMatch, Extraction, OrgProfile, extract, match_brand
+from app.extraction import Extraction, OrgProfile, extract
 
 logger = logging.getLogger(__name__)
 
@@ -157,18 +157,14 @@ class MatrixRunner:
             answer.text,
             [(c.url, c.title) for c in answer.citations],
             subject.variations,
+            subject.brand.competitors,
         )
-        competitors = {
-            name: found
-            for name in subject.brand.competitors
-            if (found := match_brand([name], answer.text)).mentioned
-        }
         async with self._context.sessions() as session:
             if not await self._store_answer(session, run, answer):
                 await session.rollback()
                 logger.warning("run lease lost; its answer is dropped", extra={"run_id": run.id})
                 return
-            session.add_all(_result_rows(run.id, extraction, competitors, subject.own_domains))
+            session.add_all(_result_rows(run.id, extraction, subject.own_domains))
             await session.commit()
 
     async def _store_answer(
@@ -268,7 +264,6 @@ class MatrixRunner:
 def _result_rows(
     run_id: uuid.UUID,
     extraction: Extraction,
-    competitors: dict[str, BrandMatch],
     own_domains: frozenset[str],
 ) -> list[RunMention | RunCompetitor | RunCitation]:
     rows: list[RunMention | RunCompetitor | RunCitation] = [
@@ -290,7 +285,7 @@ def _result_rows(
             list_position=found.list_position,
             first_position=found.first_offset,
         )
-        for name, found in competitors.items()
+        for name, found in extraction.competitors
     )
     rows.extend(
         RunCitation(

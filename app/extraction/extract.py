@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from app.extraction.citations import Citation, EngineCitationInput, collect_citations
 from app.extraction.document import parse_document
 from app.extraction.domains import registrable_domain
-from app.extraction.matching import match_document
+from app.extraction.matching import BrandMatch, match_document
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class Extraction:
     citations: tuple[Citation, ...]
     cited_domains: tuple[str, ...]
     org_cited: bool
+    competitors: tuple[tuple[str, BrandMatch], ...] = ()  # the tracked ones the answer names
 
     def facts(self) -> dict[str, object]:
         """The spec's JSON shape."""
@@ -45,10 +46,17 @@ def extract(
     answer: str,
     engine_citations: Sequence[EngineCitationInput] = (),
     variations: Sequence[str] = (),
+    competitors: Sequence[str] = (),
 ) -> Extraction:
-    """engine_citations: URLs, or (url, title) pairs. variations: matched like aliases."""
+    """engine_citations: URLs, or (url, title) pairs. variations: matched like aliases.
+    competitors: tracked brand names, each matched on the same parsed answer."""
     document = parse_document(answer)
     brand = match_document((org.name, *org.aliases, *variations), document)
+    named = tuple(
+        (name, found)
+        for name in competitors
+        if (found := match_document((name,), document)).mentioned
+    )
     citations = collect_citations(engine_citations, document.markdown.urls)
     cited_domains = sorted({c.domain for c in citations if c.domain is not None})
     org_domains = {registrable_domain(domain) for domain in org.domains} - {None}
@@ -61,4 +69,5 @@ def extract(
         citations=citations,
         cited_domains=tuple(cited_domains),
         org_cited=not org_domains.isdisjoint(cited_domains),
+        competitors=named,
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from app.extraction.document import Document, parse_document
-from app.extraction.folding import fold, fold_prose
+from app.extraction.folding import fold
 from app.extraction.lists import item_positions
 
 # Inside a name, one hyphen or one run of spaces (at most one line break: a soft wrap, not a new
@@ -52,7 +52,7 @@ def match_brand(names: Sequence[str], answer: str) -> BrandMatch:
 
 
 def match_document(names: Sequence[str], document: Document) -> BrandMatch:
-    folded = fold_prose(document.markdown.prose)
+    folded = document.folded
     patterns = _compile(names)
     candidates = [span for pattern in patterns for span in pattern.occurrences(folded.text)]
     mentions = [folded.source_span(start, end) for start, end in _non_overlapping(candidates)]
