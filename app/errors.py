@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 
@@ -33,6 +34,17 @@ class ConflictError(DomainError):
 class InsufficientBalanceError(DomainError):
     status_code = 402
     code = "insufficient_balance"
+
+    def __init__(self, *, runs: int, required: Decimal, available: Decimal) -> None:
+        super().__init__(
+            {
+                "message": f"the partner's balance cannot cover {runs} run(s)",
+                "required": str(required),
+                "available": str(available),
+            }
+        )
+        self.required = required
+        self.available = available
 
 
 class UnauthorizedError(DomainError):

@@ -32,13 +32,7 @@ async def uncharged_runs(session: AsyncSession, batch_id: uuid.UUID) -> int:
 def require_balance(partner: Partner, runs: int) -> None:
     required = partner.price_per_run * runs
     if partner.balance < required:
-        raise InsufficientBalanceError(
-            {
-                "message": f"the partner's balance cannot cover {runs} run(s)",
-                "required": str(required),
-                "available": str(partner.balance),
-            }
-        )
+        raise InsufficientBalanceError(runs=runs, required=required, available=partner.balance)
 
 
 async def charge_completed_runs(

@@ -20,7 +20,6 @@ from app.db.models import (
     Org,
     OrgNameVariation,
     Partner,
-    QuestionRun,
     RunStatus,
 )
 from app.db.types import utcnow
@@ -29,6 +28,7 @@ from app.engines.base import BrandContext
 from app.errors import InsufficientBalanceError
 from app.evaluations.billing import charge_completed_runs, require_balance, uncharged_runs
 from app.evaluations.matrix import MatrixRunner, Subject
+from app.evaluations.runs import status_counts
 from app.evaluations.steps import recorded_step
 from app.extraction import OrgProfile, registrable_domain
 from app.logging import log_context
@@ -103,10 +103,8 @@ async def check_balance(context: AppContext, batch: EvaluationBatch, org: Org) -
         try:
             require_balance(partner, await uncharged_runs(session, batch.id))
         except InsufficientBalanceError as exc:
-            detail = exc.detail if isinstance(exc.detail, dict) else {}
             raise BatchFailedError(
-                f"insufficient_balance: required {detail.get('required')}, "
-                f"available {detail.get('available')}"
+                f"insufficient_balance: required {exc.required}, available {exc.available}"
             ) from exc
 
 
@@ -157,15 +155,7 @@ async def load_subject(context: AppContext, org: Org) -> Subject:
 
 async def complete_batch(context: AppContext, batch: EvaluationBatch) -> None:
     async with context.sessions() as session:
-        counts = dict(
-            (
-                await session.execute(
-                    select(QuestionRun.status, func.count())
-                    .where(QuestionRun.batch_id == batch.id)
-                    .group_by(QuestionRun.status)
-                )
-            ).all()
-        )
+        counts = await status_counts(session, batch.id)
         total = sum(counts.values())
         failed = counts.get(RunStatus.FAILED, 0)
         if total and failed / total > context.settings.max_failed_run_ratio:

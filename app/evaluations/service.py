@@ -26,6 +26,7 @@ from app.db.types import utcnow
 from app.db.upsert import insert_ignoring_conflicts, rows_affected
 from app.errors import ConflictError, NotFoundError
 from app.evaluations.billing import money_sum, require_balance, uncharged_runs
+from app.evaluations.runs import status_counts
 from app.evaluations.schemas import (
     BatchListItem,
     BatchRead,
@@ -250,27 +251,18 @@ async def get_batch(
 
 
 async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
-    counts = dict(
-        (
-            await session.execute(
-                select(QuestionRun.status, func.count())
-                .where(QuestionRun.batch_id == batch.id)
-                .group_by(QuestionRun.status)
-            )
-        ).all()
-    )
-    costs = list(
-        await session.scalars(select(QuestionRun.cost).where(QuestionRun.batch_id == batch.id))
-    )
+    counts = await status_counts(session, batch.id)
+    # Costs are summed here, not in SQL: SQLite keeps money as text (exact), and SUM() would
+    # turn it into a float.
+    cost_and_simulated = (
+        await session.execute(
+            select(QuestionRun.cost, QuestionRun.simulated).where(QuestionRun.batch_id == batch.id)
+        )
+    ).all()
     charges = list(
         await session.scalars(
             select(UsageLedgerEntry.amount).where(UsageLedgerEntry.batch_id == batch.id)
         )
-    )
-    simulated = await session.scalar(
-        select(func.count())
-        .select_from(QuestionRun)
-        .where(QuestionRun.batch_id == batch.id, QuestionRun.simulated.is_(True))
     )
     steps = {
         step.name: step
@@ -285,9 +277,9 @@ async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead
         completed_runs=counts.get(RunStatus.COMPLETED, 0),
         failed_runs=counts.get(RunStatus.FAILED, 0),
         charged_runs=len(charges),
-        cost=money_sum(costs),
+        cost=money_sum([cost for cost, _ in cost_and_simulated]),
         charged_amount=money_sum(list(charges)),
-        simulated=bool(simulated),
+        simulated=any(simulated for _, simulated in cost_and_simulated),
         triggered_by=batch.triggered_by,
         user_id=batch.user_id,
         created_at=batch.created_at,
