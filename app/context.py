@@ -49,6 +49,12 @@ class AppContext:
             raise RuntimeError("SQS_QUEUE_URL is not set")
         return self.queue
 
+    async def __aenter__(self) -> AppContext:
+        return self
+
+    async def __aexit__(self, *_exc_info: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         await self.engines.aclose()
         if self.redis is not None:

@@ -108,8 +108,7 @@ def _moto_sqs() -> Iterator[str]:
 
 
 async def _run(settings: Settings, options: DemoOptions) -> int:
-    context = AppContext.create(settings)
-    try:
+    async with AppContext.create(settings) as context:
         await upgrade(context.db)
         async with serve_api(settings, context) as base_url, run_worker_task(context) as worker:
             _say(f"api: {base_url} (OpenAPI at /docs)")
@@ -119,8 +118,6 @@ async def _run(settings: Settings, options: DemoOptions) -> int:
                 base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
             ) as client:
                 return await _drive(client, options)
-    finally:
-        await context.aclose()
 
 
 async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:

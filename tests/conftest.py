@@ -127,9 +127,8 @@ def settings(postgres_url: str, queue_url: str, sqs_endpoint: str) -> Settings:
 
 @pytest.fixture
 async def context(settings: Settings) -> AsyncIterator[AppContext]:
-    context = AppContext.create(settings)
-    yield context
-    await context.aclose()
+    async with AppContext.create(settings) as context:
+        yield context
 
 
 @pytest.fixture

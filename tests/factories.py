@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -71,3 +73,19 @@ async def create_org(
     if locations:
         expect(await api.put(f"/orgs/{org_id}/locations", json={"locations": list(locations)}), 200)
     return OrgSetup(partner_id, org_id, questions * len(engines) * len(locations))
+
+
+async def wait_for_batch(
+    api: httpx.AsyncClient,
+    batch_id: str,
+    *,
+    statuses: tuple[str, ...] = ("completed", "failed"),
+    limit: float = 60,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    while True:
+        batch: dict[str, Any] = expect(await api.get(f"/batches/{batch_id}"), 200)
+        if batch["status"] in statuses:
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch['status']}: {batch}"
+        await asyncio.sleep(0.1)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from decimal import Decimal
-from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -17,23 +14,7 @@ from app.embedded import run_worker_task, serve_api
 from app.settings import Settings
 from tests.conftest import API_TOKEN, make_settings
 from tests.db_checks import balance, run_stats
-from tests.factories import create_org, create_partner, expect
-
-
-async def wait_for_batch(
-    api: httpx.AsyncClient,
-    batch_id: str,
-    *,
-    statuses: tuple[str, ...] = ("completed", "failed"),
-    limit: float = 60,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + limit
-    while True:
-        batch: dict[str, Any] = expect(await api.get(f"/batches/{batch_id}"), 200)
-        if batch["status"] in statuses:
-            return batch
-        assert time.monotonic() < deadline, f"batch still {batch['status']}: {batch}"
-        await asyncio.sleep(0.1)
+from tests.factories import create_org, create_partner, expect, wait_for_batch
 
 
 async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
@@ -113,17 +94,14 @@ async def test_end_to_end_on_embedded_sqlite(
     sqlite_url: str, queue_url: str, sqs_endpoint: str
 ) -> None:
     settings = make_settings(sqlite_url, queue_url, sqs_endpoint, redis_url=None)
-    context = AppContext.create(settings)
-    try:
-        async with (
-            serve_api(settings, context) as base_url,
-            httpx.AsyncClient(
-                base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}
-            ) as api,
-        ):
-            await _full_flow(api, context)
-    finally:
-        await context.aclose()
+    async with (
+        AppContext.create(settings) as context,
+        serve_api(settings, context) as base_url,
+        httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        ) as api,
+    ):
+        await _full_flow(api, context)
 
 
 def test_settings_secrets_are_not_printed() -> None:
@@ -138,8 +116,7 @@ async def test_a_run_on_an_engine_no_longer_served_fails_alone(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
     lenient = settings.model_copy(update={"max_failed_run_ratio": 0.6})
-    context = AppContext.create(lenient)
-    try:
+    async with AppContext.create(lenient) as context:
         partner_id = await create_partner(api)
         setup = await create_org(api, partner_id, engines=("openai",))
         async with context.sessions() as session:
@@ -154,8 +131,6 @@ async def test_a_run_on_an_engine_no_longer_served_fails_alone(
             ),
             200,
         )
-    finally:
-        await context.aclose()
     assert batch["status"] == "completed"
     assert (batch["completed_runs"], batch["failed_runs"], batch["charged_runs"]) == (10, 10, 10)
     assert {run["error"] for run in results["runs"]} == {"unknown engine 'retired_engine'"}

@@ -18,8 +18,7 @@ from app.embedded import run_worker_task
 from app.queue.messages import EvaluateOrg
 from app.settings import Settings
 from tests.db_checks import balance, run_stats
-from tests.factories import create_org, create_partner, expect
-from tests.test_evaluation_flow import wait_for_batch
+from tests.factories import create_org, create_partner, expect, wait_for_batch
 from worker.runtime import Worker
 
 
@@ -80,14 +79,14 @@ async def test_duplicates_on_two_worker_loops_at_once_run_once(
     assert settings.sqs_queue_url is not None
     _send_copies(sqs, settings.sqs_queue_url, setup.org_id, batch_id, copies=2)
 
-    first, second = AppContext.create(slow), AppContext.create(slow)
-    try:
-        async with run_worker_task(first, "loop-a"), run_worker_task(second, "loop-b"):
-            batch = await wait_for_batch(api, batch_id)
-            await _wait_until_queue_empty(sqs, settings.sqs_queue_url)
-    finally:
-        await first.aclose()
-        await second.aclose()
+    async with (
+        AppContext.create(slow) as first,
+        AppContext.create(slow) as second,
+        run_worker_task(first, "loop-a"),
+        run_worker_task(second, "loop-b"),
+    ):
+        batch = await wait_for_batch(api, batch_id)
+        await _wait_until_queue_empty(sqs, settings.sqs_queue_url)
 
     assert batch["status"] == "completed"
     stats = await run_stats(context, batch_id)
@@ -106,14 +105,11 @@ async def test_cancelled_worker_is_resumed_by_a_fresh_one(
     setup = await create_org(api, partner_id)
     batch_id = await _trigger(api, setup.org_id)
 
-    doomed_context = AppContext.create(slow)
-    try:
+    async with AppContext.create(slow) as doomed_context:
         doomed = asyncio.create_task(Worker(doomed_context).run())
         await _wait_for_completed_runs(context, batch_id, at_least=4)
         doomed.cancel()
         await asyncio.gather(doomed, return_exceptions=True)
-    finally:
-        await doomed_context.aclose()
 
     midway = await run_stats(context, batch_id)
     assert 4 <= midway["completed"] < setup.runs
@@ -170,12 +166,8 @@ async def test_failed_batch_is_resumed_keeping_completed_runs(
     flaky = settings.model_copy(
         update={"simulated_failure_rate": 0.5, "run_max_attempts": 1, "max_failed_run_ratio": 0.0}
     )
-    flaky_context = AppContext.create(flaky)
-    try:
-        async with run_worker_task(flaky_context):
-            failed = await wait_for_batch(api, batch_id)
-    finally:
-        await flaky_context.aclose()
+    async with AppContext.create(flaky) as flaky_context, run_worker_task(flaky_context):
+        failed = await wait_for_batch(api, batch_id)
     assert failed["status"] == "failed"
     assert failed["error"].startswith("too_many_failed_runs:")
     assert 0 < failed["failed_runs"] < setup.runs
@@ -201,8 +193,7 @@ async def test_insufficient_balance_found_by_the_worker_fails_the_batch(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
     sequential = settings.model_copy(update={"worker_concurrency": 1})
-    context = AppContext.create(sequential)
-    try:
+    async with AppContext.create(sequential) as context:
         partner_id = await create_partner(api, balance="2.00")
         first = await create_org(api, partner_id, name="HubSpot")
         second = await create_org(api, partner_id, name="Pipedrive")
@@ -211,8 +202,6 @@ async def test_insufficient_balance_found_by_the_worker_fails_the_batch(
         async with run_worker_task(context):
             done = await wait_for_batch(api, first_batch)
             refused = await wait_for_batch(api, second_batch)
-    finally:
-        await context.aclose()
 
     assert done["status"] == "completed"
     assert refused["status"] == "failed"
@@ -229,28 +218,21 @@ async def test_reconciler_sends_a_batch_whose_enqueue_failed(
     broken = settings.model_copy(
         update={"sqs_queue_url": f"{sqs_endpoint}/123456789012/no-such-queue"}
     )
-    broken_context = AppContext.create(broken)
     partner_id = await create_partner(api, balance="10.00")
     setup = await create_org(api, partner_id)
-    try:
-        async with (
-            serve_api(broken, broken_context) as base_url,
-            httpx.AsyncClient(base_url=base_url, headers=api.headers) as broken_api,
-        ):
-            accepted = expect(await broken_api.post(f"/orgs/{setup.org_id}/evaluations"), 202)
-    finally:
-        await broken_context.aclose()
+    async with (
+        AppContext.create(broken) as broken_context,
+        serve_api(broken, broken_context) as base_url,
+        httpx.AsyncClient(base_url=base_url, headers=api.headers) as broken_api,
+    ):
+        accepted = expect(await broken_api.post(f"/orgs/{setup.org_id}/evaluations"), 202)
     assert accepted["status"] == "pending"
 
     reconciling = settings.model_copy(
         update={"reconcile_interval_seconds": 0.2, "stall_after_seconds": 1}
     )
-    context = AppContext.create(reconciling)
-    try:
-        async with run_worker_task(context):
-            batch = await wait_for_batch(api, accepted["batch_id"])
-    finally:
-        await context.aclose()
+    async with AppContext.create(reconciling) as context, run_worker_task(context):
+        batch = await wait_for_batch(api, accepted["batch_id"])
     assert batch["status"] == "completed"
     assert batch["charged_runs"] == setup.runs
 

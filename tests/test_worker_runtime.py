@@ -39,8 +39,7 @@ from app.queue.sqs import ReceivedMessage, SqsQueue
 from app.settings import Settings
 from tests.conftest import MAX_RECEIVE_COUNT, make_settings
 from tests.db_checks import balance, run_stats
-from tests.factories import OrgSetup, create_org, create_partner, expect
-from tests.test_evaluation_flow import wait_for_batch
+from tests.factories import OrgSetup, create_org, create_partner, expect, wait_for_batch
 from worker.registry import JobKind
 from worker.runtime import Worker
 
@@ -143,14 +142,11 @@ async def recording_context(
     postgres_url: str, queue_url: str, sqs_endpoint: str, **overrides: object
 ) -> AsyncIterator[tuple[AppContext, RecordingQueue]]:
     settings = make_settings(postgres_url, queue_url, sqs_endpoint, **overrides)
-    context = AppContext.create(settings)
-    context.require_queue().close()
-    queue = RecordingQueue(settings, queue_url)
-    context.queue = queue
-    try:
+    async with AppContext.create(settings) as context:
+        context.require_queue().close()
+        queue = RecordingQueue(settings, queue_url)
+        context.queue = queue
         yield context, queue
-    finally:
-        await context.aclose()
 
 
 @contextlib.asynccontextmanager

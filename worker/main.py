@@ -13,12 +13,9 @@ from worker.runtime import Worker
 
 async def run_worker(settings: Settings) -> None:
     configure_logging(settings)
-    context = AppContext.create(settings)
-    worker = Worker(context)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, worker.request_stop)
-    try:
+    async with AppContext.create(settings) as context:
+        worker = Worker(context)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.request_stop)
         await worker.run()
-    finally:
-        await context.aclose()
