@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from app.context import AppContext
-from app.db.models import Partner, QuestionRun, RunStatus, UsageLedgerEntry
+from app.db.models import AuditEvent, Partner, QuestionRun, RunStatus, UsageLedgerEntry
 
 
 async def run_stats(context: AppContext, batch_id: str) -> dict[str, int]:
@@ -37,3 +37,13 @@ async def balance(context: AppContext, partner_id: str) -> Decimal:
     async with context.sessions() as session:
         partner = await session.get_one(Partner, uuid.UUID(partner_id))
         return partner.balance
+
+
+async def audit_actions(context: AppContext, resource_id: str) -> list[str]:
+    async with context.sessions() as session:
+        actions = await session.scalars(
+            select(AuditEvent.action)
+            .where(AuditEvent.resource_id == resource_id)
+            .order_by(AuditEvent.occurred_at)
+        )
+        return list(actions)

@@ -13,7 +13,7 @@ from app.db.models import OrgEngine
 from app.embedded import run_worker_task, serve_api
 from app.settings import Settings
 from tests.conftest import API_TOKEN, make_settings
-from tests.db_checks import balance, run_stats
+from tests.db_checks import audit_actions, balance, run_stats
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 
 
@@ -73,6 +73,20 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
     assert set(results["by_location"]) == {"US", "GB"}
     assert sum(p["completed_runs"] for p in results["by_engine"].values()) == 30
     assert summary["top_competitors"], "the simulated answers name tracked competitors"
+
+    assert await audit_actions(context, accepted["batch_id"]) == [
+        "batch.created",
+        "batch.started",
+        "batch.charged",
+        "batch.completed",
+    ]
+    assert await audit_actions(context, setup.org_id) == [
+        "org.created",
+        "org.questions_set",
+        "org.engines_set",
+        "org.locations_set",
+    ]
+    assert await audit_actions(context, partner_id) == ["partner.created"]
 
     history = expect(await api.get(f"/orgs/{setup.org_id}/batches"), 200)
     assert [b["batch_id"] for b in history["items"]] == [accepted["batch_id"]]
