@@ -18,6 +18,7 @@ lint:
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run shellcheck scripts/*.sh .ci/run
+	$(UV) run hadolint Dockerfile
 
 typecheck:
 	$(UV) run mypy

@@ -1,4 +1,4 @@
-"""The `senso` command: api, worker, migrate, demo, extract."""
+"""The `senso` command: api, worker, migrate, demo, extract, emulator."""
 
 from __future__ import annotations
 
@@ -92,6 +92,53 @@ def build_parser() -> argparse.ArgumentParser:
         "the exit status is then 1.",
     )
     extract.set_defaults(run=_extract)
+
+    enqueue_all = commands.add_parser(
+        "enqueue-all",
+        help="evaluate every org today (for a scheduled task)",
+        description="For every org, create or reuse today's batch exactly as "
+        "POST /orgs/{id}/evaluations does and send its job to SQS_QUEUE_URL, at most "
+        "--max-per-second jobs a second. Inactive orgs, empty matrices and short balances are "
+        "skipped with their reason. Prints one line per org and a summary; exit 1 when an "
+        "org failed unexpectedly.",
+    )
+    enqueue_all.add_argument(
+        "--max-per-second",
+        type=_positive_float,
+        help="jobs sent per second at most (default: ENQUEUE_ALL_MAX_PER_SECOND, 10)",
+    )
+    enqueue_all.set_defaults(run=_enqueue_all)
+
+    emulator = commands.add_parser(
+        "emulator",
+        help="serve the engine emulator (fake OpenAI, Azure, Anthropic, BrightData, Linkup)",
+        description="Serve one HTTP server that speaks each engine provider's wire format: "
+        "OpenAI /v1/chat/completions, Azure /openai/deployments/{d}/chat/completions, "
+        "Anthropic /v1/messages, BrightData /datasets/v3/{trigger,progress,snapshot}, "
+        "Linkup /v1/search. Point the *_BASE_URL / AZURE_OPENAI_ENDPOINT settings at it. "
+        "It logs every request; GET /_emulator/requests returns the log and "
+        "PUT /_emulator/config replaces the configuration at run time.",
+    )
+    emulator.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=8090, help="port (default 8090)")
+    emulator.add_argument(
+        "--config", type=argparse.FileType("r"), help="JSON file of the emulator configuration"
+    )
+    emulator.add_argument("--latency-ms", type=int, help="latency added to every provider call")
+    emulator.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="PROVIDER=RPM",
+        help="requests per minute per API key, e.g. openai=60 (repeatable); "
+        "over it the answer is 429 with Retry-After",
+    )
+    emulator.add_argument(
+        "--error-rate",
+        type=float,
+        help="share of provider calls answered with HTTP 500 (0-1)",
+    )
+    emulator.set_defaults(run=_emulator)
     return parser
 
 
@@ -171,6 +218,63 @@ def _extract(_args: argparse.Namespace) -> int:
     from app.cli_extract import extract_lines
 
     return extract_lines(sys.stdin, sys.stdout)
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def _enqueue_all(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if not settings.sqs_queue_url:
+        print("senso enqueue-all: SQS_QUEUE_URL must be set", file=sys.stderr)
+        return 2
+
+    from app.context import AppContext
+    from app.evaluations.schedule import OrgResult, enqueue_all, summary_line
+    from app.logging import configure_logging
+
+    configure_logging(settings)
+
+    def report(result: OrgResult) -> None:
+        print(result.line(), flush=True)
+
+    async def run() -> list[OrgResult]:
+        async with AppContext.create(settings) as context:
+            return await enqueue_all(
+                context,
+                per_second=args.max_per_second or settings.enqueue_all_max_per_second,
+                on_result=report,
+            )
+
+    results = asyncio.run(run())
+    print(summary_line(results))
+    return 1 if any(result.outcome == "failed" for result in results) else 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.emulator.options import emulator_config
+    from app.emulator.server import run_emulator
+    from app.logging import configure_logging
+
+    configure_logging(get_settings())
+    try:
+        config = emulator_config(
+            args.config.read() if args.config else None,
+            latency_ms=args.latency_ms,
+            rate_limits=args.rate_limit,
+            error_rate=args.error_rate,
+        )
+    except (ValueError, ValidationError) as exc:
+        print(f"senso emulator: {exc}", file=sys.stderr)
+        return 2
+    run_emulator(config, args.host, args.port)
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.analysis import Analyst, create_analyst
 from app.db.session import SessionFactory, create_engine, create_session_factory
+from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.engines.registry import EngineRegistry
 from app.queue.sqs import SqsQueue
 from app.settings import Settings
@@ -20,7 +22,9 @@ class AppContext:
     sessions: SessionFactory
     queue: SqsQueue | None
     redis: Redis | None
+    limiter: RateLimiter
     engines: EngineRegistry
+    analyst: Analyst
 
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
@@ -35,13 +39,20 @@ class AppContext:
             if settings.redis_url
             else None
         )
+        limiter: RateLimiter = (
+            LocalRateLimiter()
+            if redis is None
+            else RedisRateLimiter(redis, settings.redis_key_prefix)
+        )
         return cls(
             settings=settings,
             db=db,
             sessions=create_session_factory(db),
             queue=queue,
             redis=redis,
-            engines=EngineRegistry(settings),
+            limiter=limiter,
+            engines=EngineRegistry(settings, limiter),
+            analyst=create_analyst(settings, limiter),
         )
 
     def require_queue(self) -> SqsQueue:
@@ -57,6 +68,7 @@ class AppContext:
 
     async def aclose(self) -> None:
         await self.engines.aclose()
+        await self.analyst.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self.queue is not None:

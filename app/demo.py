@@ -193,21 +193,27 @@ def _print_summary(batch: dict[str, Any], results: dict[str, Any], balance: str)
     label = " (simulated engines)" if results["simulated"] else ""
     _say(f"\nResults{label} — batch {batch['batch_id']}, {batch['batch_date']}")
     _say(f"  visibility          {_pct(summary['visibility'])} of answers mention the org")
+    _say(f"  share of voice      {_pct(summary['share_of_voice'])} of mentions of tracked brands")
+    _say(f"  sentiment           {_sentiment(summary['sentiment'])}")
     _say(f"  avg list position   {summary['average_list_position'] or '—'}")
-    _say(f"  citation rate       {_pct(summary['citation_rate'])} of answers cite its domain")
+    _say(
+        f"  citation rate       {_pct(summary['citation_rate'])} of answers with sources cite "
+        "its domain"
+    )
     _say("  top competitors     " + _names(summary["top_competitors"]))
     _say("  top cited domains   " + _names(summary["top_cited_domains"]))
-    _say(f"\n  {'engine':<24}{'runs':>6}{'visibility':>12}{'avg pos':>9}{'cited':>8}")
-    for name, part in results["by_engine"].items():
-        _row(name, part)
-    _say(f"\n  {'location':<24}{'runs':>6}{'visibility':>12}{'avg pos':>9}{'cited':>8}")
-    for name, part in results["by_location"].items():
-        _row(name, part)
+    for axis, parts in (("engine", results["by_engine"]), ("location", results["by_location"])):
+        _say(
+            f"\n  {axis:<24}{'runs':>6}{'visibility':>12}{'voice':>8}{'avg pos':>9}"
+            f"{'cited':>8}{'tone':>7}"
+        )
+        for name, part in parts.items():
+            _row(name, part)
     steps = ", ".join(f"{s['name']}={s['status']}" for s in batch["steps"])
     _say(f"\n  steps: {steps}")
     _say(
         f"  charged {batch['charged_runs']} runs = {Decimal(batch['charged_amount'])}; "
-        f"engine cost {Decimal(batch['cost'])}; partner balance now {balance}"
+        f"engine and analysis cost {Decimal(batch['cost'])}; partner balance now {balance}"
     )
 
 
@@ -215,8 +221,19 @@ def _row(name: str, part: dict[str, Any]) -> None:
     position = part["average_list_position"]
     _say(
         f"  {name:<24}{part['completed_runs']:>6}{_pct(part['visibility']):>12}"
-        f"{position if position is not None else '—':>9}{_pct(part['citation_rate']):>8}"
+        f"{_pct(part['share_of_voice']):>8}{position if position is not None else '—':>9}"
+        f"{_pct(part['citation_rate']):>8}{_score(part['sentiment']['score']):>7}"
     )
+
+
+def _sentiment(sentiment: dict[str, Any]) -> str:
+    counts = f"{sentiment['positive']} positive, {sentiment['neutral']} neutral, "
+    counts += f"{sentiment['negative']} negative"
+    return f"{_score(sentiment['score'])} ({counts}; score from -1 to +1)"
+
+
+def _score(score: float | None) -> str:
+    return "—" if score is None else f"{score:+.2f}"
 
 
 def _pct(value: float | None) -> str:

@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     sqs_visibility_timeout: int = Field(default=120, ge=5, le=43200)
     sqs_call_timeout: float = Field(default=10.0, gt=0)
 
-    # Redis (optional)
+    # Redis (optional): shared rate limits across processes
     redis_url: SecretStr | None = None
+    redis_key_prefix: str = "senso"
 
     # Worker runtime
     worker_concurrency: int = Field(default=4, ge=1)
@@ -53,12 +54,93 @@ class Settings(BaseSettings):
     run_lease_seconds: int = Field(default=300, ge=1)
     max_failed_run_ratio: float = Field(default=0.2, ge=0, le=1)
 
+    run_retry_max_seconds: float = Field(default=60.0, ge=0)
+
+    # Engines: which client serves each engine id
+    engine_mode: Literal["auto", "real", "simulated"] = "auto"
+
+    # Shared rate limits (Redis when REDIS_URL is set, else per process)
+    rate_limit_burst: int = Field(default=1, ge=1)
+
+    # OpenAI
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-search-preview"
+    openai_web_search: bool = True
+    openai_input_price_per_mtok: Decimal = Field(default=Decimal("2.50"), ge=0)
+    openai_output_price_per_mtok: Decimal = Field(default=Decimal("10.00"), ge=0)
+    openai_timeout_seconds: float = Field(default=60.0, gt=0)
+    openai_max_concurrency: int = Field(default=8, ge=1)
+    openai_requests_per_minute: int = Field(default=500, ge=1)
+
+    # Azure OpenAI
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_endpoint: str | None = None
+    azure_openai_deployment: str = "gpt-4o"
+    azure_openai_api_version: str = "2024-10-21"
+    azure_openai_input_price_per_mtok: Decimal = Field(default=Decimal("2.50"), ge=0)
+    azure_openai_output_price_per_mtok: Decimal = Field(default=Decimal("10.00"), ge=0)
+    azure_openai_timeout_seconds: float = Field(default=60.0, gt=0)
+    azure_openai_max_concurrency: int = Field(default=8, ge=1)
+    azure_openai_requests_per_minute: int = Field(default=300, ge=1)
+
+    # Anthropic
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_version: str = "2023-06-01"
+    anthropic_max_tokens: int = Field(default=2048, ge=1)
+    anthropic_web_search: bool = True
+    anthropic_web_search_max_uses: int = Field(default=3, ge=1)
+    anthropic_input_price_per_mtok: Decimal = Field(default=Decimal("3.00"), ge=0)
+    anthropic_output_price_per_mtok: Decimal = Field(default=Decimal("15.00"), ge=0)
+    anthropic_price_per_web_search: Decimal = Field(default=Decimal("0.01"), ge=0)
+    anthropic_timeout_seconds: float = Field(default=90.0, gt=0)
+    anthropic_max_concurrency: int = Field(default=8, ge=1)
+    anthropic_requests_per_minute: int = Field(default=50, ge=1)
+
+    # BrightData Web Scraper API (brightdata_chatgpt, brightdata_perplexity)
+    brightdata_api_key: SecretStr | None = None
+    brightdata_base_url: str = "https://api.brightdata.com"
+    brightdata_chatgpt_dataset_id: str = "gd_m7aof0k82r803d5bjm"
+    brightdata_perplexity_dataset_id: str = "gd_m7dhdot1vw9a7gc1n"
+    brightdata_price_per_record: Decimal = Field(default=Decimal("0.0015"), ge=0)
+    brightdata_batch_size: int = Field(default=20, ge=1, le=20)
+    brightdata_batch_window_seconds: float = Field(default=0.5, ge=0)
+    brightdata_poll_interval_seconds: float = Field(default=5.0, gt=0)
+    brightdata_snapshot_timeout_seconds: float = Field(default=900.0, gt=0)
+    brightdata_timeout_seconds: float = Field(default=30.0, gt=0)
+    brightdata_max_concurrency: int = Field(default=10, ge=1)
+    brightdata_requests_per_minute: int = Field(default=60, ge=1)
+
+    # Linkup
+    linkup_api_key: SecretStr | None = None
+    linkup_base_url: str = "https://api.linkup.so/v1"
+    linkup_depth: Literal["fast", "standard", "deep"] = "standard"
+    linkup_price_per_request: Decimal = Field(default=Decimal("0.005"), ge=0)
+    linkup_timeout_seconds: float = Field(default=60.0, gt=0)
+    linkup_max_concurrency: int = Field(default=5, ge=1)
+    linkup_requests_per_minute: int = Field(default=60, ge=1)
+
+    # LLM-assisted analysis: name variations and one structured call per answer
+    analysis_provider: Literal["auto", "openai", "azure_openai", "simulated"] = "auto"
+    analysis_model: str = "gpt-4o-mini"
+    answer_analysis_enabled: bool = True
+    analysis_input_price_per_mtok: Decimal = Field(default=Decimal("0.15"), ge=0)
+    analysis_output_price_per_mtok: Decimal = Field(default=Decimal("0.60"), ge=0)
+    analysis_timeout_seconds: float = Field(default=60.0, gt=0)
+    analysis_max_concurrency: int = Field(default=8, ge=1)
+    analysis_requests_per_minute: int = Field(default=500, ge=1)
+
     # Simulated engine
     simulated_latency_ms: int = Field(default=40, ge=0)
     simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
 
     # Defaults for new partners
     default_price_per_run: Decimal = Field(default=Decimal("0.05"), ge=0)
+
+    # Scheduled enqueue (senso enqueue-all)
+    enqueue_all_max_per_second: float = Field(default=10.0, gt=0)
 
     # Logging
     log_json: bool = False

@@ -21,6 +21,8 @@ from app.context import AppContext
 from app.db.migrate import upgrade
 from app.db.session import create_engine
 from app.embedded import serve_api
+from app.emulator.config import EmulatorConfig
+from app.emulator.server import EmulatorServer
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
 
@@ -96,6 +98,44 @@ def queue_url(sqs_endpoint: str) -> str:
     return create_queue_with_dlq(
         settings, f"jobs-{uuid.uuid4().hex[:12]}", max_receive_count=MAX_RECEIVE_COUNT
     )
+
+
+EMULATOR_KEYS = {
+    "openai_api_key": "sk-test-openai",
+    "azure_openai_api_key": "test-azure-key",
+    "anthropic_api_key": "sk-ant-test",
+    "brightdata_api_key": "test-brightdata-key",
+    "linkup_api_key": "test-linkup-key",
+}
+
+
+def emulator_engine_settings(emulator_url: str) -> dict[str, object]:
+    """Settings overrides pointing every real engine client at the engine emulator."""
+    return {
+        **{name: SecretStr(key) for name, key in EMULATOR_KEYS.items()},
+        "engine_mode": "real",
+        "openai_base_url": f"{emulator_url}/v1",
+        "azure_openai_endpoint": emulator_url,
+        "anthropic_base_url": emulator_url,
+        "brightdata_base_url": emulator_url,
+        "brightdata_poll_interval_seconds": 0.05,
+        "brightdata_batch_window_seconds": 0.05,
+        "linkup_base_url": f"{emulator_url}/v1",
+    }
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
+    """The engine emulator with its default config and an empty request log."""
+    emulator_server.state.configure(EmulatorConfig())
+    emulator_server.state.clear_log()
+    return emulator_server
 
 
 def make_settings(

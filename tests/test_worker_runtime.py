@@ -13,16 +13,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,10 +37,10 @@ from app.settings import Settings
 from tests.conftest import MAX_RECEIVE_COUNT, make_settings
 from tests.db_checks import balance, run_stats
 from tests.factories import OrgSetup, create_org, create_partner, expect, wait_for_batch
+from tests.processes import WorkerProcess, worker_environment, worker_process
 from worker.registry import JobKind
 from worker.runtime import Worker
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PRICE = Decimal("0.05")
 START_BALANCE = Decimal("10.00")
 # Settings of the `senso worker` subprocess: slow engines so a SIGTERM lands mid-job.
@@ -187,87 +184,13 @@ class Calls:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class WorkerProcess:
-    process: asyncio.subprocess.Process
-    stderr: list[str]
-
-    def output(self) -> str:
-        return "\n".join(self.stderr[-40:])
-
-    def json_lines(self) -> list[dict[str, Any]]:
-        lines: list[dict[str, Any]] = []
-        for raw in self.stderr:
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError:
-                raise AssertionError(
-                    f"LOG_JSON=true but a stderr line is not JSON: {raw!r}"
-                ) from None
-            assert isinstance(line, dict), raw
-            lines.append(line)
-        return lines
-
-
-def worker_environment(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The process environment of `senso worker`: none of the caller's settings leak in."""
-    setting_names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in setting_names}
-    env.update(
-        {
-            "DATABASE_URL": settings.database_url.get_secret_value(),
-            "SQS_QUEUE_URL": str(settings.sqs_queue_url),
-            "AWS_ENDPOINT_URL": str(settings.aws_endpoint_url),
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "SQS_WAIT_SECONDS": "1",
-            "SQS_VISIBILITY_TIMEOUT": "30",
-            "SIMULATED_LATENCY_MS": str(SUBPROCESS_LATENCY_MS),
-            "RUN_CONCURRENCY": str(SUBPROCESS_RUN_CONCURRENCY),
-            "WORKER_CONCURRENCY": "2",
-            "JOB_RETRY_BASE_SECONDS": "1",
-            "RECONCILE_INTERVAL_SECONDS": "3600",
-            "LOG_JSON": "true",
-            "LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
+def subprocess_environment(settings: Settings, **overrides: str) -> dict[str, str]:
+    return worker_environment(
+        settings,
+        SIMULATED_LATENCY_MS=str(SUBPROCESS_LATENCY_MS),
+        RUN_CONCURRENCY=str(SUBPROCESS_RUN_CONCURRENCY),
+        **overrides,
     )
-    env.update(overrides)
-    return env
-
-
-@contextlib.asynccontextmanager
-async def worker_process(env: Mapping[str, str]) -> AsyncIterator[WorkerProcess]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        "worker",
-        cwd=REPO_ROOT,
-        env=dict(env),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stderr: list[str] = []
-
-    async def read_stderr() -> None:
-        assert process.stderr is not None
-        async for raw in process.stderr:
-            stderr.append(raw.decode(errors="replace").rstrip("\n"))
-
-    reader = asyncio.create_task(read_stderr())
-    try:
-        yield WorkerProcess(process, stderr)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        await asyncio.wait_for(process.wait(), 10)
-        await asyncio.wait_for(reader, 10)
 
 
 async def wait_for_completed_runs(
@@ -328,7 +251,7 @@ async def test_sigterm_mid_job_releases_work_and_a_new_worker_finishes_it(
     batch_id = await trigger(api, setup.org_id)
     queue_url = str(settings.sqs_queue_url)
 
-    env = worker_environment(settings, WORKER_DRAIN_SECONDS="1")
+    env = subprocess_environment(settings, WORKER_DRAIN_SECONDS="1")
     async with worker_process(env) as worker:
         await wait_for_completed_runs(context, batch_id, worker, at_least=2)
         code, took = await sigterm_and_wait(worker, limit=15)
@@ -406,7 +329,7 @@ async def test_sigterm_with_a_long_drain_lets_the_job_finish_and_deletes_the_mes
     batch_id = await trigger(api, setup.org_id)
     queue_url = str(settings.sqs_queue_url)
 
-    env = worker_environment(settings, WORKER_DRAIN_SECONDS="30")
+    env = subprocess_environment(settings, WORKER_DRAIN_SECONDS="30")
     async with worker_process(env) as worker:
         await wait_for_completed_runs(context, batch_id, worker, at_least=1)
         code, took = await sigterm_and_wait(worker, limit=20)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -243,6 +244,8 @@ class RunMention(Base):
     sentiment: Mapped[str | None] = mapped_column(String(16))
     snippet: Mapped[str | None] = mapped_column(Text)
     org_cited: Mapped[bool] = mapped_column(Boolean)
+    # Named only to say nothing is known about it: such an answer does not count as visibility.
+    negated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RunCompetitor(Base):
@@ -255,6 +258,8 @@ class RunCompetitor(Base):
     mention_count: Mapped[int] = mapped_column(Integer)
     list_position: Mapped[int | None] = mapped_column(Integer)
     first_position: Mapped[int | None] = mapped_column(Integer)
+    # "tracked": a configured competitor matched in the answer; "analysis": named by the analyst.
+    source: Mapped[str] = mapped_column(String(16), default="tracked", server_default="tracked")
 
 
 class RunCitation(Base):

@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analysis.merge import AnalysisOutcome, analyse, judged_mention, named_competitors
 from app.context import AppContext
 from app.db.models import (
     EvaluationBatch,
@@ -28,6 +29,7 @@ from app.db.models import (
 from app.db.types import utcnow
 from app.db.upsert import rows_affected
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
+from app.engines.guard import invalid_answer_reason
 from app.errors import InvalidInputError
 from app.extraction import Extraction, OrgProfile, extract
 
@@ -142,12 +144,19 @@ class MatrixRunner:
                     return
                 await asyncio.sleep(self._backoff(attempt, exc.retry_after))
                 continue
+            invalid = invalid_answer_reason(answer.text, run.question)
+            if invalid is not None:
+                await self._fail(run, f"invalid_answer: {invalid}", answer)
+                return
             await self._complete(run, answer)
             return
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Capped exponential backoff with full jitter, never shorter than the engine asked."""
-        ceiling = min(60.0, self._settings.run_retry_base_seconds * 2 ** (attempt - 1))
+        ceiling = min(
+            self._settings.run_retry_max_seconds,
+            self._settings.run_retry_base_seconds * 2 ** (attempt - 1),
+        )
         return max(retry_after or 0.0, random.uniform(0, ceiling))
 
     async def _complete(self, run: ClaimedRun, answer: EngineAnswer) -> None:
@@ -159,17 +168,42 @@ class MatrixRunner:
             subject.variations,
             subject.brand.competitors,
         )
+        outcome = await self._analyse(run, answer)
         async with self._context.sessions() as session:
-            if not await self._store_answer(session, run, answer):
+            if not await self._store_answer(session, run, answer, outcome):
                 await session.rollback()
                 logger.warning("run lease lost; its answer is dropped", extra={"run_id": run.id})
                 return
-            session.add_all(_result_rows(run.id, extraction, subject.own_domains))
+            session.add_all(_result_rows(run.id, answer.text, extraction, outcome, subject))
             await session.commit()
 
+    async def _analyse(self, run: ClaimedRun, answer: EngineAnswer) -> AnalysisOutcome | None:
+        """The one analysis call of a completed answer, unless analysis is switched off."""
+        if not self._settings.answer_analysis_enabled:
+            return None
+        subject = self._subject
+        return await analyse(
+            self._context.analyst, run.question, answer.text, subject.brand, subject.variations
+        )
+
     async def _store_answer(
-        self, session: AsyncSession, run: ClaimedRun, answer: EngineAnswer
+        self,
+        session: AsyncSession,
+        run: ClaimedRun,
+        answer: EngineAnswer,
+        outcome: AnalysisOutcome | None,
     ) -> bool:
+        raw: dict[str, object] = {
+            **answer.raw,
+            "citations": [{"url": c.url, "title": c.title} for c in answer.citations],
+        }
+        cost = answer.cost
+        if outcome is not None:
+            # The run's cost is all it cost us, the engine's answer and its analysis; the token
+            # columns stay the engine's, the analysis's usage is kept beside the answer.
+            raw["analysis"] = outcome.usage_record()
+            raw["engine_cost"] = str(answer.cost)
+            cost += outcome.cost
         stored = await session.execute(
             update(QuestionRun)
             .where(self._still_ours(run))
@@ -177,13 +211,10 @@ class MatrixRunner:
                 status=RunStatus.COMPLETED,
                 answer_text=answer.text,
                 model=answer.model,
-                raw_response={
-                    **answer.raw,
-                    "citations": [{"url": c.url, "title": c.title} for c in answer.citations],
-                },
+                raw_response=raw,
                 input_tokens=answer.input_tokens,
                 output_tokens=answer.output_tokens,
-                cost=answer.cost,
+                cost=cost,
                 latency_ms=answer.latency_ms,
                 simulated=answer.simulated,
                 error=None,
@@ -193,12 +224,14 @@ class MatrixRunner:
         )
         return rows_affected(stored) > 0
 
-    async def _fail(self, run: ClaimedRun, reason: str) -> None:
+    async def _fail(self, run: ClaimedRun, reason: str, answer: EngineAnswer | None = None) -> None:
+        """A failed run is never charged nor measured; a rejected answer is kept to inspect."""
+        kept = {} if answer is None else {"answer_text": answer.text, "model": answer.model}
         async with self._context.sessions() as session:
             await session.execute(
                 update(QuestionRun)
                 .where(self._still_ours(run))
-                .values(status=RunStatus.FAILED, error=reason[:2000], lease_expires_at=None)
+                .values(status=RunStatus.FAILED, error=reason[:2000], lease_expires_at=None, **kept)
             )
             await session.commit()
         logger.warning(
@@ -263,9 +296,13 @@ class MatrixRunner:
 
 def _result_rows(
     run_id: uuid.UUID,
+    answer: str,
     extraction: Extraction,
-    own_domains: frozenset[str],
+    outcome: AnalysisOutcome | None,
+    subject: Subject,
 ) -> list[RunMention | RunCompetitor | RunCitation]:
+    analysis = outcome.analysis if outcome is not None else None
+    sentiment, negated = judged_mention(extraction.mentioned, analysis)
     rows: list[RunMention | RunCompetitor | RunCitation] = [
         RunMention(
             run_id=run_id,
@@ -275,17 +312,20 @@ def _result_rows(
             list_position=extraction.list_position,
             snippet=extraction.snippet,
             org_cited=extraction.org_cited,
+            sentiment=sentiment,
+            negated=negated,
         )
     ]
     rows.extend(
         RunCompetitor(
             run_id=run_id,
-            name=name,
-            mention_count=found.mention_count,
-            list_position=found.list_position,
-            first_position=found.first_offset,
+            name=competitor.name,
+            mention_count=competitor.mention_count,
+            list_position=competitor.list_position,
+            first_position=competitor.first_offset,
+            source=competitor.source,
         )
-        for name, found in extraction.competitors
+        for competitor in named_competitors(answer, extraction.competitors, analysis)
     )
     rows.extend(
         RunCitation(
@@ -295,7 +335,7 @@ def _result_rows(
             title=citation.title,
             rank=citation.rank,
             source=citation.source,
-            is_org_domain=citation.domain in own_domains,
+            is_org_domain=citation.domain in subject.own_domains,
         )
         for citation in extraction.citations
     )

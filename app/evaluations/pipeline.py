@@ -12,13 +12,13 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
+from app.analysis.variations import load_variations
 from app.audit import record_audit
 from app.context import AppContext
 from app.db.models import (
     BatchStatus,
     EvaluationBatch,
     Org,
-    OrgNameVariation,
     Partner,
     RunStatus,
 )
@@ -132,25 +132,21 @@ async def start_batch(context: AppContext, batch: EvaluationBatch) -> None:
 
 
 async def load_subject(context: AppContext, org: Org) -> Subject:
-    async with context.sessions() as session:
-        variations = await session.scalars(
-            select(OrgNameVariation.variation).where(OrgNameVariation.org_id == org.id)
-        )
-        return Subject(
-            brand=BrandContext(
-                name=org.name,
-                aliases=tuple(org.aliases),
-                domains=tuple(org.domains),
-                competitors=tuple(org.competitors),
-            ),
-            profile=OrgProfile(
-                name=org.name, aliases=tuple(org.aliases), domains=tuple(org.domains)
-            ),
-            variations=tuple(variations),
-            own_domains=frozenset(
-                d for d in (registrable_domain(domain) for domain in org.domains) if d
-            ),
-        )
+    """What the runs are analysed against, name variations included (cached per org)."""
+    variations = await load_variations(context.sessions, context.analyst, org)
+    return Subject(
+        brand=BrandContext(
+            name=org.name,
+            aliases=tuple(org.aliases),
+            domains=tuple(org.domains),
+            competitors=tuple(org.competitors),
+        ),
+        profile=OrgProfile(name=org.name, aliases=tuple(org.aliases), domains=tuple(org.domains)),
+        variations=variations,
+        own_domains=frozenset(
+            d for d in (registrable_domain(domain) for domain in org.domains) if d
+        ),
+    )
 
 
 async def complete_batch(context: AppContext, batch: EvaluationBatch) -> None:

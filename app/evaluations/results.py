@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.analysis.names import name_key
 from app.db.models import (
     EvaluationBatch,
+    Org,
     QuestionRun,
     RunCitation,
     RunCompetitor,
@@ -25,6 +27,7 @@ from app.evaluations.schemas import (
     RankedName,
     ResultsRead,
     RunRead,
+    SentimentRead,
     SummaryRead,
 )
 from app.pagination import PageParams
@@ -43,15 +46,27 @@ class RunFacts:
     org_cited: bool
     competitors: frozenset[str]
     domains: frozenset[str]
+    negated: bool
+    sentiment: str | None
+    has_citations: bool
+
+    @property
+    def visible(self) -> bool:
+        """The org is mentioned, and not only to say nothing is known about it."""
+        return self.mentioned and not self.negated
 
 
 @dataclass(slots=True)
 class _Tally:
+    tracked: TrackedBrands
     completed: int = 0
     failed: int = 0
-    mentioned: int = 0
+    visible: int = 0
+    with_citations: int = 0
     cited: int = 0
+    rival_mentions: int = 0
     positions: list[int] = field(default_factory=list)
+    sentiments: Counter[str] = field(default_factory=Counter)
     competitors: Counter[str] = field(default_factory=Counter)
     domains: Counter[str] = field(default_factory=Counter)
 
@@ -62,28 +77,64 @@ class _Tally:
         if run.status != RunStatus.COMPLETED:
             return
         self.completed += 1
-        self.mentioned += run.mentioned
+        self.with_citations += run.has_citations
         self.cited += run.org_cited
-        if run.list_position is not None:
-            self.positions.append(run.list_position)
+        self.rival_mentions += len(self.tracked.among(run.competitors))
+        if run.visible:
+            self.visible += 1
+            if run.list_position is not None:
+                self.positions.append(run.list_position)
+            if run.sentiment is not None:
+                self.sentiments[run.sentiment] += 1
         self.competitors.update(run.competitors)
         self.domains.update(run.domains)
 
     def summary(self) -> SummaryRead:
-        def share(count: int) -> float | None:
-            return round(count / self.completed, 4) if self.completed else None
-
         return SummaryRead(
             completed_runs=self.completed,
             failed_runs=self.failed,
-            visibility=share(self.mentioned),
+            visibility=_ratio(self.visible, self.completed),
+            share_of_voice=_ratio(self.visible, self.visible + self.rival_mentions),
             average_list_position=(
                 round(sum(self.positions) / len(self.positions), 2) if self.positions else None
             ),
-            citation_rate=share(self.cited),
+            citation_rate=_ratio(self.cited, self.with_citations),
+            sentiment=_sentiment(self.sentiments),
             top_competitors=_ranked(self.competitors),
             top_cited_domains=_ranked(self.domains),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedBrands:
+    """The org's rivals counted in share of voice: its configured competitors, or, when it
+    has none, every competitor an answer named."""
+
+    competitors: frozenset[str] | None
+
+    @classmethod
+    def of(cls, configured: Iterable[str]) -> TrackedBrands:
+        keys = frozenset(name_key(name) for name in configured)
+        return cls(keys or None)
+
+    def among(self, named: Iterable[str]) -> set[str]:
+        keys = {name_key(name) for name in named}
+        return keys if self.competitors is None else keys & self.competitors
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _sentiment(counts: Counter[str]) -> SentimentRead:
+    positive, neutral, negative = (counts[s] for s in ("positive", "neutral", "negative"))
+    judged = positive + neutral + negative
+    return SentimentRead(
+        positive=positive,
+        neutral=neutral,
+        negative=negative,
+        score=round((positive - negative) / judged, 4) if judged else None,
+    )
 
 
 def _ranked(counter: Counter[str]) -> list[RankedName]:
@@ -92,15 +143,15 @@ def _ranked(counter: Counter[str]) -> list[RankedName]:
 
 
 def summarise(
-    runs: Iterable[RunFacts],
+    runs: Iterable[RunFacts], tracked: TrackedBrands
 ) -> tuple[SummaryRead, dict[str, SummaryRead], dict[str, SummaryRead]]:
-    overall = _Tally()
-    by_engine: defaultdict[str, _Tally] = defaultdict(_Tally)
-    by_location: defaultdict[str, _Tally] = defaultdict(_Tally)
+    overall = _Tally(tracked)
+    by_engine: dict[str, _Tally] = {}
+    by_location: dict[str, _Tally] = {}
     for run in runs:
         overall.add(run)
-        by_engine[run.engine].add(run)
-        by_location[run.location].add(run)
+        by_engine.setdefault(run.engine, _Tally(tracked)).add(run)
+        by_location.setdefault(run.location, _Tally(tracked)).add(run)
     return (
         overall.summary(),
         {k: v.summary() for k, v in sorted(by_engine.items())},
@@ -120,6 +171,8 @@ async def load_run_facts(session: AsyncSession, batch_id: uuid.UUID) -> list[Run
                 RunMention.mentioned,
                 RunMention.list_position,
                 RunMention.org_cited,
+                RunMention.negated,
+                RunMention.sentiment,
             )
             .outerjoin(RunMention, RunMention.run_id == QuestionRun.id)
             .where(QuestionRun.batch_id == batch_id)
@@ -135,31 +188,36 @@ async def load_run_facts(session: AsyncSession, batch_id: uuid.UUID) -> list[Run
         session,
         select(RunCitation.run_id, RunCitation.domain)
         .join(QuestionRun, QuestionRun.id == RunCitation.run_id)
-        .where(QuestionRun.batch_id == batch_id, RunCitation.domain.is_not(None)),
+        .where(QuestionRun.batch_id == batch_id),
     )
     return [
         RunFacts(
-            engine=engine,
-            location=location,
-            status=status,
-            simulated=simulated,
-            mentioned=bool(mentioned),
-            list_position=list_position,
-            org_cited=bool(org_cited),
-            competitors=frozenset(competitors.get(run_id, ())),
-            domains=frozenset(domains.get(run_id, ())),
+            engine=row.engine_id,
+            location=row.location,
+            status=row.status,
+            simulated=row.simulated,
+            mentioned=bool(row.mentioned),
+            list_position=row.list_position,
+            org_cited=bool(row.org_cited),
+            competitors=frozenset(competitors.get(row.id, ())),
+            domains=frozenset(domains.get(row.id, ())),
+            negated=bool(row.negated),
+            sentiment=row.sentiment,
+            has_citations=row.id in domains,
         )
-        for run_id, engine, location, status, simulated, mentioned, list_position, org_cited in rows
+        for row in rows
     ]
 
 
 async def _names_by_run(
     session: AsyncSession, query: Select[uuid.UUID, str | None]
 ) -> dict[uuid.UUID, set[str]]:
+    """Each run with a row gets an entry, even when its names are all null."""
     names: defaultdict[uuid.UUID, set[str]] = defaultdict(set)
     for run_id, name in (await session.execute(query)).all():
+        found = names[run_id]
         if name is not None:
-            names[run_id].add(name)
+            found.add(name)
     return names
 
 
@@ -171,7 +229,8 @@ async def batch_results(
     location: str | None,
 ) -> ResultsRead:
     facts = await load_run_facts(session, batch.id)
-    overall, by_engine, by_location = summarise(facts)
+    org = await session.get_one(Org, batch.org_id)
+    overall, by_engine, by_location = summarise(facts, TrackedBrands.of(org.competitors))
     query = select(QuestionRun).where(QuestionRun.batch_id == batch.id)
     if engine is not None:
         query = query.where(QuestionRun.engine_id == engine)
@@ -209,11 +268,15 @@ async def _run_reads(session: AsyncSession, runs: list[QuestionRun]) -> list[Run
     for c in await session.scalars(
         select(RunCompetitor)
         .where(RunCompetitor.run_id.in_(run_ids))
-        .order_by(RunCompetitor.first_position)
+        # Competitors the analyst named but matching could not place come last on both dialects.
+        .order_by(RunCompetitor.first_position.is_(None), RunCompetitor.first_position)
     ):
         competitors[c.run_id].append(
             CompetitorRead(
-                name=c.name, mention_count=c.mention_count, list_position=c.list_position
+                name=c.name,
+                mention_count=c.mention_count,
+                list_position=c.list_position,
+                source=c.source,
             )
         )
     citations: defaultdict[uuid.UUID, list[CitationRead]] = defaultdict(list)
@@ -262,6 +325,7 @@ def _mention_read(mention: RunMention | None) -> MentionRead | None:
         first_position=mention.first_position,
         list_position=mention.list_position,
         sentiment=mention.sentiment,
+        negated=mention.negated,
         snippet=mention.snippet,
         org_cited=mention.org_cited,
     )

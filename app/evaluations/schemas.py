@@ -41,7 +41,9 @@ class BatchRead(BaseModel):
     completed_runs: int
     failed_runs: int
     charged_runs: int
-    cost: MoneyOut = Field(description="What the engines cost us for this batch's runs")
+    cost: MoneyOut = Field(
+        description="What the engines and the answer analysis cost us for this batch's runs"
+    )
     charged_amount: MoneyOut = Field(description="What the partner was charged for this batch")
     simulated: bool = Field(description="True when any answer came from the simulated engine")
     triggered_by: str
@@ -58,7 +60,10 @@ class MentionRead(BaseModel):
     mention_count: int
     first_position: int | None
     list_position: int | None
-    sentiment: str | None
+    sentiment: str | None = Field(description="positive, neutral or negative; null unless judged")
+    negated: bool = Field(
+        description="Named only to say nothing is known about it: not counted as visible"
+    )
     snippet: str | None
     org_cited: bool
 
@@ -67,6 +72,10 @@ class CompetitorRead(BaseModel):
     name: str
     mention_count: int
     list_position: int | None
+    source: str = Field(
+        description="tracked: a configured competitor found by matching; analysis: named by "
+        "the answer analysis"
+    )
 
 
 class CitationRead(BaseModel):
@@ -102,12 +111,32 @@ class RankedName(BaseModel):
     runs: int = Field(description="Completed runs whose answer names it")
 
 
+class SentimentRead(BaseModel):
+    positive: int
+    neutral: int
+    negative: int
+    score: float | None = Field(
+        description="(positive − negative) ÷ answers with a sentiment, from −1 to 1"
+    )
+
+
 class SummaryRead(BaseModel):
     completed_runs: int
     failed_runs: int
-    visibility: float | None = Field(description="Share of completed runs mentioning the org")
-    average_list_position: float | None = Field(description="Mean rank when the org is listed")
-    citation_rate: float | None = Field(description="Share of completed runs citing its domains")
+    visibility: float | None = Field(
+        description="Share of completed runs mentioning the org (negated mentions excluded)"
+    )
+    share_of_voice: float | None = Field(
+        description="Runs mentioning the org ÷ runs mentioning each tracked brand, summed over "
+        "the org and its configured competitors (every competitor named, when none is set)"
+    )
+    average_list_position: float | None = Field(
+        description="Mean rank when the org is listed (negated mentions excluded)"
+    )
+    citation_rate: float | None = Field(
+        description="Share of completed runs with citations that cite its domains"
+    )
+    sentiment: SentimentRead = Field(description="Tone of the runs mentioning the org")
     top_competitors: list[RankedName]
     top_cited_domains: list[RankedName]
 

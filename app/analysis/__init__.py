@@ -1,0 +1,24 @@
+"""LLM-assisted analysis: name variations per org, and one structured call per answer."""
+
+from app.analysis.base import (
+    AnalysisError,
+    Analyst,
+    AnswerAnalysis,
+    Sentiment,
+    VariationResult,
+)
+from app.analysis.factory import analysis_provider, create_analyst
+from app.analysis.llm import LlmAnalyst
+from app.analysis.simulated import SimulatedAnalyst
+
+__all__ = [
+    "AnalysisError",
+    "Analyst",
+    "AnswerAnalysis",
+    "LlmAnalyst",
+    "Sentiment",
+    "SimulatedAnalyst",
+    "VariationResult",
+    "analysis_provider",
+    "create_analyst",
+]

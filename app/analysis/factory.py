@@ -1,0 +1,78 @@
+"""Which analyst a process uses, from ANALYSIS_PROVIDER and the credentials it finds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import openai
+
+from app.analysis.base import Analyst
+from app.analysis.llm import LlmAnalyst, LlmConfig
+from app.analysis.simulated import SimulatedAnalyst
+from app.engines.ratelimit import RateLimit, RateLimiter
+from app.settings import Settings
+
+# A slot outlives the call's timeout by this much before it is presumed abandoned.
+_SLOT_GRACE_SECONDS = 10
+
+Provider = Literal["openai", "azure_openai", "simulated"]
+
+
+def analysis_provider(settings: Settings) -> Provider:
+    """`auto`: OpenAI with an OpenAI key, else Azure OpenAI when configured, else simulated."""
+    if settings.analysis_provider != "auto":
+        return settings.analysis_provider
+    if settings.openai_api_key is not None:
+        return "openai"
+    if settings.azure_openai_api_key is not None and settings.azure_openai_endpoint:
+        return "azure_openai"
+    return "simulated"
+
+
+def create_analyst(settings: Settings, limiter: RateLimiter) -> Analyst:
+    provider = analysis_provider(settings)
+    if provider == "simulated":
+        return SimulatedAnalyst()
+    timeout = settings.analysis_timeout_seconds
+    config = LlmConfig(
+        provider=provider,
+        model=settings.analysis_model,
+        limit=RateLimit(
+            max_concurrency=settings.analysis_max_concurrency,
+            requests_per_minute=settings.analysis_requests_per_minute,
+            burst=settings.rate_limit_burst,
+            hold_seconds=timeout + _SLOT_GRACE_SECONDS,
+        ),
+        input_price_per_mtok=settings.analysis_input_price_per_mtok,
+        output_price_per_mtok=settings.analysis_output_price_per_mtok,
+        timeout_seconds=timeout,
+        retry_base_seconds=settings.run_retry_base_seconds,
+        retry_max_seconds=settings.run_retry_max_seconds,
+    )
+    return LlmAnalyst(_client(settings, provider), limiter, config)
+
+
+def _client(settings: Settings, provider: Provider) -> openai.AsyncOpenAI:
+    timeout = settings.analysis_timeout_seconds
+    if provider == "openai":
+        if settings.openai_api_key is None:
+            raise ValueError("ANALYSIS_PROVIDER=openai needs OPENAI_API_KEY")
+        return openai.AsyncOpenAI(
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            timeout=timeout,
+            max_retries=0,
+        )
+    if settings.azure_openai_api_key is None or not settings.azure_openai_endpoint:
+        raise ValueError(
+            "ANALYSIS_PROVIDER=azure_openai needs AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT"
+        )
+    # No deployment is fixed here: the model named in each call (ANALYSIS_MODEL) is the
+    # deployment the client addresses.
+    return openai.AsyncAzureOpenAI(
+        api_key=settings.azure_openai_api_key.get_secret_value(),
+        azure_endpoint=settings.azure_openai_endpoint,
+        api_version=settings.azure_openai_api_version,
+        timeout=timeout,
+        max_retries=0,
+    )

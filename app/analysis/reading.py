@@ -1,0 +1,158 @@
+"""Rule-based reading of an answer: competitors, sentiment and negation, without a model.
+
+It reads answers the way the simulated engine and most assistants write them: brands lead list
+items in bold or as a link (`1. **Mixpanel** – …`, `- [Heap](…): …`); tone is carried by a few
+evaluative words near the org's name; "I could not find information about X" names X without
+saying anything about it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from app.analysis.base import Sentiment
+from app.analysis.names import normalise_competitors
+from app.extraction.document import Document, parse_document
+from app.extraction.folding import fold, fold_prose
+from app.extraction.markdown import Fence
+from app.extraction.matching import match_brand, match_document
+
+_LEAD_NAME_RE = re.compile(
+    r"^[ \t]*(?:[-*+]|\d{1,3}[.)])[ \t]+"
+    r"(?:\*\*(?P<bold>[^*\n]{1,120}?)\*\*|__(?P<underlined>[^_\n]{1,120}?)__"
+    r"|\[(?P<linked>[^\]\n]{1,120})\]\()"
+)
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
+
+_NEGATIVE_PHRASES = (
+    "not recommended", "expensive", "pricier", "pricey", "costly", "overpriced", "lacks",
+    "lacking", "limited", "poor", "weak", "complaints", "outdated", "clunky", "difficult",
+    "hard to", "slow", "buggy", "unreliable", "criticised", "criticized", "steep learning curve",
+    "downside", "drawback", "frustrating", "avoid",
+)  # fmt: skip
+_POSITIVE_PHRASES = (
+    "best", "leading", "leader", "strong", "popular", "recommended", "excellent", "great",
+    "generous", "well regarded", "well-regarded", "highly", "reliable", "solid", "clean",
+    "flexible", "stands out", "standout", "praised", "favourite", "favorite", "easy to use",
+    "intuitive", "competitively", "closer look", "trusted", "powerful", "responsive",
+)  # fmt: skip
+
+
+def _phrase_pattern(phrases: Sequence[str]) -> re.Pattern[str]:
+    return re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, phrases)) + r")(?![\w-])")
+
+
+_NEGATIVE_RE = _phrase_pattern(_NEGATIVE_PHRASES)
+_POSITIVE_RE = _phrase_pattern(_POSITIVE_PHRASES)
+
+# `{org}` stands for any of the org's names. Each pattern covers the phrase and the name, so
+# blanking its matches leaves only the mentions that say something about the org.
+_NEGATIONS = (
+    r"(?:could not|couldn't|cannot|can not|can't|did not|didn't|(?:was|were|am) unable to)"
+    r" (?:find|locate|identify) (?:any )?(?:{qualifier} )?{topic} (?:about|on|regarding|for|of)"
+    r" {subject}",
+    r"(?:i'm|i am|i was) not (?:aware of|familiar with) {subject}",
+    r"(?:not familiar with|unfamiliar with|no knowledge of|never heard of) {subject}",
+    r"no (?:{qualifier} )?{topic} (?:is )?(?:available )?(?:about|on|regarding) {subject}",
+    r"(?:do not|don't|does not|doesn't) have (?:any )?(?:{qualifier} )?{topic}"
+    r" (?:about|on|regarding) {subject}",
+    r"{org}(?:'s)? (?:does not|doesn't|did not|didn't|do not|don't) (?:appear|show up|feature)",
+    r"{org} (?:is not|isn't|was not|wasn't) (?:mentioned|listed|included|among|one of)",
+)
+_QUALIFIER = r"(?:reliable|specific|public|verifiable|relevant|much|detailed|current)"
+_TOPIC = r"(?:information|info|details|data|mentions?|results|evidence)"
+_SUBJECT = (
+    r"(?:(?:a|an|the) )?(?:(?:company|product|brand|tool|vendor|platform|service) )?"
+    r"(?:(?:called|named) )?[\"']?{org}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    competitors: tuple[str, ...]
+    sentiment: Sentiment | None
+    negated: bool
+
+
+def read_answer(answer: str, org_names: Sequence[str], tracked: Sequence[str]) -> Reading:
+    """org_names: the name first, then every other way it is written."""
+    document = parse_document(answer)
+    org = match_document(org_names, document)
+    negated = org.mentioned and not _names(org_names, _without_negations(answer, org_names))
+    competitors = normalise_competitors(_named_brands(document, tracked), org_names, tracked)
+    if not org.mentioned or negated:
+        return Reading(competitors, None, negated)
+    return Reading(competitors, _sentiment(document, org_names), negated=False)
+
+
+def _named_brands(document: Document, tracked: Sequence[str]) -> list[str]:
+    """List items' lead names and tracked brands found, in order of first appearance."""
+    found: list[tuple[int, str]] = []
+    origin = document.decoded.origin
+    for line in document.markdown.lines:
+        lead = _LEAD_NAME_RE.match(line.text) if line.fence is Fence.OUTSIDE else None
+        if lead is not None:
+            group = next(g for g in ("bold", "underlined", "linked") if lead[g] is not None)
+            found.append((origin[line.start + lead.start(group)], lead[group]))
+    for name in tracked:
+        match = match_document((name,), document)
+        if match.first_offset is not None:
+            found.append((match.first_offset, name))
+    return [name for _, name in sorted(found, key=lambda item: item[0])]
+
+
+def _sentiment(document: Document, org_names: Sequence[str]) -> Sentiment:
+    score = sum(_tone(sentence) for sentence in _sentences(document) if _names(org_names, sentence))
+    if score > 0:
+        return "positive"
+    return "negative" if score < 0 else "neutral"
+
+
+def _sentences(document: Document) -> Iterable[str]:
+    for line in document.markdown.lines:
+        if line.fence is Fence.OUTSIDE and not line.is_blank:
+            yield from _SENTENCE_END_RE.split(line.text)
+
+
+def _names(org_names: Sequence[str], sentence: str) -> bool:
+    return match_brand(org_names, sentence).mentioned
+
+
+def _tone(sentence: str) -> int:
+    text = fold(sentence).casefold()
+    negatives = len(_NEGATIVE_RE.findall(text))
+    # Blanked first, so that "not recommended" does not also count as "recommended".
+    positives = len(_POSITIVE_RE.findall(_NEGATIVE_RE.sub(" ", text)))
+    return positives - negatives
+
+
+def _without_negations(answer: str, org_names: Sequence[str]) -> str:
+    """`answer` with every negating phrase (name included) blanked out, offsets kept."""
+    folded = fold_prose(answer)
+    blanked = list(answer)
+    for pattern in _negation_patterns(org_names):
+        for match in pattern.finditer(folded.text):
+            start, end = folded.source_span(*match.span())
+            blanked[start:end] = " " * (end - start)
+    return "".join(blanked)
+
+
+def _negation_patterns(org_names: Sequence[str]) -> list[re.Pattern[str]]:
+    spellings = sorted({fold(name).strip() for name in org_names if name.strip()}, key=len)
+    if not spellings:
+        return []
+    org = (
+        "(?:"
+        + "|".join(r"[\s\-]+".join(map(re.escape, s.split())) for s in reversed(spellings))
+        + r")(?![^\W_])"
+    )
+    subject = _SUBJECT.format(org=org)
+    return [
+        re.compile(
+            template.format(qualifier=_QUALIFIER, topic=_TOPIC, subject=subject, org=org),
+            re.IGNORECASE,
+        )
+        for template in _NEGATIONS
+    ]

@@ -1,0 +1,219 @@
+"""Emulated BrightData Web Scraper API v3: trigger a snapshot, poll its progress, download it.
+
+A snapshot's records are composed at trigger time, so the faults a test configures land on the
+inputs of the trigger that takes them: a log-in wall or a "Loading..." placeholder stored as the
+answer, or a record carrying `error` / `error_code` instead of one (dropped from the snapshot,
+as BrightData drops it, unless the trigger asked `include_errors=true`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.emulator.answers import compose_answer
+from app.emulator.routing import ProviderRoute, error_response
+from app.emulator.state import EmulatorState
+from app.settings import Settings
+
+PERPLEXITY_DATASET_ID: str = Settings.model_fields["brightdata_perplexity_dataset_id"].default
+AUTH_WALL_TEXT = "Log in or sign up to get smarter responses, upload files and images, and more."
+NOT_READY_TEXT = "Loading..."
+RECORD_ERROR_CODE = "dead_page"
+
+_RECORD_FAULTS = frozenset({"auth_wall", "not_ready", "record_error"})
+_SNAPSHOT_FAULTS = frozenset({"snapshot_failed"})
+_MAX_INPUTS = 1000  # the emulator's own cap, not BrightData's
+# Oldest snapshots are forgotten first, so a long-running emulator's memory stays bounded.
+_MAX_SNAPSHOTS = 10_000
+_MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    dataset_id: str
+    created: float  # time.monotonic() at trigger
+    ready_after: float
+    records: list[Record]
+    error_message: str | None  # set when the snapshot is to fail
+
+    def status(self) -> str:
+        if time.monotonic() - self.created < self.ready_after:
+            return "running"
+        return "ready" if self.error_message is None else "failed"
+
+
+# EmulatorState is an unhashable dataclass: its snapshots are kept under its id() and dropped
+# together with it, so two emulators in one process never see each other's snapshots.
+_snapshots_by_state: dict[int, dict[str, _Snapshot]] = {}
+
+
+def _snapshots(state: EmulatorState) -> dict[str, _Snapshot]:
+    key = id(state)
+    if key not in _snapshots_by_state:
+        _snapshots_by_state[key] = {}
+        weakref.finalize(state, _snapshots_by_state.pop, key, None)
+    return _snapshots_by_state[key]
+
+
+def _bad_request(message: str) -> Response:
+    return error_response("brightdata", 400, "validation_error", message)
+
+
+def _input_error(body: Any) -> str | None:
+    if not isinstance(body, list) or not 1 <= len(body) <= _MAX_INPUTS:
+        return f"Body must be a JSON array of 1 to {_MAX_INPUTS} inputs"
+    for index, item in enumerate(body):
+        if not isinstance(item, dict):
+            return f"Input {index} is not an object"
+        for name in ("url", "prompt"):
+            if not isinstance(item.get(name), str) or not item[name].strip():
+                return f"Input {index}: '{name}' is required"
+        if not isinstance(item.get("country", ""), str):
+            return f"Input {index}: 'country' must be a string"
+    return None
+
+
+async def trigger(state: EmulatorState, request: Request, body: Any) -> Response:
+    dataset_id = request.query_params.get("dataset_id", "")
+    if not dataset_id.startswith("gd_"):
+        return _bad_request(f"Unknown dataset_id '{dataset_id}'")
+    include_errors = request.query_params.get("include_errors", "false")
+    if include_errors not in ("true", "false"):
+        return _bad_request("include_errors must be true or false")
+    problem = _input_error(body)
+    if problem is not None:
+        return _bad_request(problem)
+    failed = state.take_fault("brightdata", _SNAPSHOT_FAULTS)
+    records = [await _record(state, dataset_id, item) for item in body]
+    if include_errors == "false":
+        records = [record for record in records if "error" not in record]
+    snapshot_id = f"s_{uuid.uuid4().hex[:18]}"
+    store = _snapshots(state)
+    store[snapshot_id] = _Snapshot(
+        dataset_id=dataset_id,
+        created=time.monotonic(),
+        ready_after=state.config.snapshot_ready_after_seconds,
+        records=records,
+        error_message=None if failed is None else "Collection failed: the crawler was blocked",
+    )
+    while len(store) > _MAX_SNAPSHOTS:
+        del store[next(iter(store))]
+    return JSONResponse({"snapshot_id": snapshot_id})
+
+
+async def _record(state: EmulatorState, dataset_id: str, item: dict[str, Any]) -> Record:
+    country = str(item.get("country") or "US").upper()
+    prompt: str = item["prompt"]
+    common: Record = {
+        "input": dict(item),
+        "url": item["url"],
+        "prompt": prompt,
+        "country": country,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    fault = state.take_fault("brightdata", _RECORD_FAULTS)
+    if fault is not None and fault.kind == "record_error":
+        return {**common, "error": "Page did not load: dead page", "error_code": RECORD_ERROR_CODE}
+    perplexity = dataset_id == PERPLEXITY_DATASET_ID
+    if fault is not None:
+        text = AUTH_WALL_TEXT if fault.kind == "auth_wall" else NOT_READY_TEXT
+        return {**common, **_answer_fields(text, (), perplexity=perplexity)}
+    engine_id = "brightdata_perplexity" if perplexity else "brightdata_chatgpt"
+    answer = await compose_answer(state.config, prompt, country, engine_id)
+    return {**common, **_answer_fields(answer.text, answer.citations, perplexity=perplexity)}
+
+
+def _answer_fields(
+    markdown: str, citations: tuple[tuple[str, str | None], ...], *, perplexity: bool
+) -> Record:
+    cited: list[Record] = []
+    for position, (url, title) in enumerate(citations, 1):
+        citation: Record = {"title": title, "url": url, "position": position}
+        if perplexity:
+            citation["domain"] = urlsplit(url).hostname
+        cited.append(citation)
+    links = [
+        {"text": match[1], "url": match[2], "position": position}
+        for position, match in enumerate(_MARKDOWN_LINK.finditer(markdown), 1)
+    ]
+    fields: Record = {
+        "answer_text": _MARKDOWN_LINK.sub(r"\1", markdown).replace("**", ""),
+        "answer_text_markdown": markdown,
+        # ChatGPT reports no citations at all (null) when it did not search the web.
+        "citations": cited or (None if not perplexity else []),
+        "links_attached": links,
+        "web_search_triggered": bool(cited),
+    }
+    if not perplexity:
+        fields["model"] = "gpt-4o"
+    return fields
+
+
+def _known_snapshot(state: EmulatorState, request: Request) -> _Snapshot | Response:
+    snapshot = _snapshots(state).get(request.path_params["snapshot_id"])
+    if snapshot is None:
+        return error_response("brightdata", 404, "not_found", "Snapshot not found")
+    return snapshot
+
+
+async def progress(state: EmulatorState, request: Request, _body: Any) -> Response:
+    snapshot = _known_snapshot(state, request)
+    if isinstance(snapshot, Response):
+        return snapshot
+    status = snapshot.status()
+    document: dict[str, Any] = {
+        "snapshot_id": request.path_params["snapshot_id"],
+        "dataset_id": snapshot.dataset_id,
+        "status": status,
+    }
+    if status == "failed":
+        document["error_message"] = snapshot.error_message
+    return JSONResponse(document)
+
+
+async def download(state: EmulatorState, request: Request, _body: Any) -> Response:
+    snapshot = _known_snapshot(state, request)
+    if isinstance(snapshot, Response):
+        return snapshot
+    if request.query_params.get("format", "json") != "json":
+        return _bad_request("The emulator serves snapshots as format=json only")
+    status = snapshot.status()
+    if status == "running":
+        building = {"status": "building", "message": "Snapshot is building, try again in 10s"}
+        return JSONResponse(building, status_code=202)
+    if status == "failed":
+        return _bad_request(f"Snapshot failed: {snapshot.error_message}")
+    if not snapshot.records:
+        return _bad_request("Snapshot is empty")
+    return JSONResponse(snapshot.records)
+
+
+ROUTES: list[ProviderRoute] = [
+    ProviderRoute("/datasets/v3/trigger", "brightdata", trigger),
+    ProviderRoute(
+        "/datasets/v3/progress/{snapshot_id}",
+        "brightdata",
+        progress,
+        methods=("GET",),
+        limited=False,
+    ),
+    ProviderRoute(
+        "/datasets/v3/snapshot/{snapshot_id}",
+        "brightdata",
+        download,
+        methods=("GET",),
+        limited=False,
+    ),
+]

@@ -1,0 +1,184 @@
+"""What every provider endpoint of the emulator does before its own handler runs.
+
+In order: log the request, wait the configured latency, check the key, apply the key's rate
+limit (429 + Retry-After), then any fault due. Each refusal is written the way that provider
+writes it, so our clients are tested against the error shapes they will really see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.emulator.config import Fault, Provider
+from app.emulator.state import EmulatorState, LoggedRequest, retry_after_header
+
+logger = logging.getLogger("senso.emulator")
+
+Handler = Callable[[EmulatorState, Request, Any], Awaitable[Response]]
+
+REQUEST_FAULTS = frozenset(
+    {"server_error", "overloaded", "rate_limited", "quota_exhausted", "stall"}
+)
+_REDACTED_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRoute:
+    path: str
+    provider: Provider
+    handler: Handler
+    methods: tuple[str, ...] = ("POST",)
+    # Only billable calls count against rate limits and take faults; BrightData's progress
+    # and snapshot polls are free and unlimited.
+    limited: bool = True
+
+
+def api_key(provider: Provider, request: Request) -> str | None:
+    headers = request.headers
+    if provider == "azure_openai":
+        return headers.get("api-key")
+    if provider == "anthropic":
+        return headers.get("x-api-key")
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def error_response(
+    provider: Provider,
+    status: int,
+    kind: str,
+    message: str,
+    *,
+    retry_after: float | None = None,
+) -> Response:
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after_header(retry_after)
+        if provider in ("openai", "azure_openai"):
+            headers["retry-after-ms"] = str(round(retry_after * 1000))
+    body: dict[str, Any]
+    if provider in ("openai", "azure_openai"):
+        body = {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+    elif provider == "anthropic":
+        body = {"type": "error", "error": {"type": kind, "message": message}}
+    elif provider == "linkup":
+        body = {"statusCode": status, "error": {"code": kind, "message": message, "details": []}}
+    else:
+        body = {"error": message, "error_code": kind}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def fault_response(provider: Provider, fault: Fault) -> Response:
+    if fault.kind == "rate_limited":
+        return _rate_limited(provider, fault.retry_after_seconds)
+    if fault.kind == "quota_exhausted":
+        return _quota_exhausted(provider)
+    if fault.kind == "overloaded":
+        if provider == "anthropic":
+            return error_response(provider, 529, "overloaded_error", "Overloaded")
+        return error_response(provider, 503, "service_unavailable", "The service is overloaded")
+    kind = "api_error" if provider == "anthropic" else "server_error"
+    return error_response(provider, 500, kind, "The server had an error processing your request")
+
+
+def _rate_limited(provider: Provider, retry_after: float) -> Response:
+    kinds: dict[Provider, tuple[str, str]] = {
+        "openai": ("rate_limit_exceeded", "Rate limit reached for requests"),
+        "azure_openai": ("429", "Requests to the deployment have exceeded the rate limit"),
+        "anthropic": ("rate_limit_error", "Number of requests has exceeded your rate limit"),
+        "brightdata": ("too_many_requests", "Too many running jobs"),
+        "linkup": ("TOO_MANY_REQUESTS", "Too many requests"),
+    }
+    kind, message = kinds[provider]
+    return error_response(provider, 429, kind, message, retry_after=retry_after)
+
+
+def _quota_exhausted(provider: Provider) -> Response:
+    if provider in ("openai", "azure_openai"):
+        return error_response(
+            provider,
+            429,
+            "insufficient_quota",
+            "You exceeded your current quota, please check your plan and billing details.",
+        )
+    if provider == "anthropic":
+        return error_response(
+            provider,
+            400,
+            "invalid_request_error",
+            "Your credit balance is too low to access the Anthropic API.",
+        )
+    if provider == "linkup":
+        return error_response(
+            provider, 429, "INSUFFICIENT_FUNDS_CREDITS", "You do not have enough credits"
+        )
+    return error_response(provider, 402, "insufficient_funds", "Insufficient funds")
+
+
+def provider_endpoint(state: EmulatorState, route: ProviderRoute) -> Route:
+    async def endpoint(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        entry = state.record(
+            route.provider,
+            request.method,
+            request.url.path,
+            dict(request.query_params),
+            {key.lower(): value for key, value in request.headers.items()},
+            body,
+        )
+        response = await _answer(state, route, request, body, raw_is_json=not isinstance(body, str))
+        _finish(entry, response)
+        return response
+
+    return Route(route.path, endpoint, methods=list(route.methods))
+
+
+async def _answer(
+    state: EmulatorState, route: ProviderRoute, request: Request, body: Any, *, raw_is_json: bool
+) -> Response:
+    provider = route.provider
+    await asyncio.sleep(state.latency_seconds())
+    key = api_key(provider, request)
+    if not key:
+        kind = "authentication_error" if provider == "anthropic" else "invalid_api_key"
+        return error_response(provider, 401, kind, "Missing or invalid API key")
+    if not raw_is_json:
+        return error_response(provider, 400, "invalid_request_error", "Body is not valid JSON")
+    if route.limited:
+        wait = state.retry_after_for(provider, key)
+        if wait is not None:
+            return _rate_limited(provider, wait)
+        fault = state.take_fault(provider, REQUEST_FAULTS)
+        if fault is not None:
+            if fault.kind != "stall":
+                return fault_response(provider, fault)
+            await asyncio.sleep(fault.stall_seconds)
+    return await route.handler(state, request, body)
+
+
+def _finish(entry: LoggedRequest, response: Response) -> None:
+    entry.status = response.status_code
+    headers = {k: ("<redacted>" if k in _REDACTED_HEADERS else v) for k, v in entry.headers.items()}
+    logger.info(
+        "%s %s %s -> %s",
+        entry.provider,
+        entry.method,
+        entry.path,
+        response.status_code,
+        extra={"seq": entry.seq, "query": entry.query, "headers": headers},
+    )

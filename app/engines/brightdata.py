@@ -1,0 +1,361 @@
+"""BrightData Web Scraper API v3: ChatGPT and Perplexity as a browser sees them.
+
+A trigger starts a scraping job (a snapshot) at BrightData that runs for seconds to minutes,
+and only a few may run at once, so concurrent asks are batched: collected for
+`brightdata_batch_window_seconds` or until `brightdata_batch_size` have arrived, sent as one
+trigger, its progress polled until ready, its snapshot downloaded and each record handed to the
+ask whose input it echoes. One rate-limiter slot covers a trigger from start to download, so the
+concurrency cap bounds running snapshots.
+
+A trigger, progress or download failure fails every ask of its batch and no other batch. A
+record with `error` / `error_code` fails its own ask only, and retryably: BrightData bills no
+error record and does not document which codes are permanent, so asking again costs nothing
+but time. Log-in walls and placeholders are returned as answers, for the answer guard to reject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Literal, TypeGuard
+
+import httpx
+
+from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
+from app.engines.failures import connection_error, error_from_response, timeout_error
+from app.engines.ratelimit import RateLimit, RateLimiter
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BrightDataEngineId = Literal["brightdata_chatgpt", "brightdata_perplexity"]
+
+SITE_URLS: dict[BrightDataEngineId, str] = {
+    "brightdata_chatgpt": "https://chatgpt.com/",
+    "brightdata_perplexity": "https://www.perplexity.ai",
+}
+# A slot outlives its snapshot's deadline by this much before the limiter presumes it abandoned.
+_SLOT_GRACE_SECONDS = 60.0
+# Where a record lists its sources, best first: Perplexity adds `sources`, and ChatGPT without
+# web search has no citations but may still link pages in its answer.
+_CITATION_FIELDS = ("citations", "sources", "links_attached")
+_TITLE_FIELDS = ("title", "name", "text")
+
+_InputKey = tuple[str, str]  # (prompt, country)
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    url: str
+    prompt: str
+    country: str
+
+    @property
+    def key(self) -> _InputKey:
+        return self.prompt, self.country
+
+    def as_json(self) -> dict[str, str]:
+        return {"url": self.url, "prompt": self.prompt, "country": self.country}
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    input: _Input
+    started: float  # time.perf_counter() when `ask` was called
+    answer: asyncio.Future[EngineAnswer]
+
+
+class BrightDataEngine:
+    def __init__(
+        self, engine_id: BrightDataEngineId, settings: Settings, limiter: RateLimiter
+    ) -> None:
+        if settings.brightdata_api_key is None:
+            raise ValueError(f"the {engine_id} engine needs BRIGHTDATA_API_KEY")
+        self.engine_id: str = engine_id
+        self._site_url = SITE_URLS[engine_id]
+        self._dataset_id = (
+            settings.brightdata_chatgpt_dataset_id
+            if engine_id == "brightdata_chatgpt"
+            else settings.brightdata_perplexity_dataset_id
+        )
+        self._price = settings.brightdata_price_per_record
+        self._batch_size = settings.brightdata_batch_size
+        self._batch_window = settings.brightdata_batch_window_seconds
+        self._poll_interval = settings.brightdata_poll_interval_seconds
+        self._snapshot_timeout = settings.brightdata_snapshot_timeout_seconds
+        self._timeout = settings.brightdata_timeout_seconds
+        self._limiter = limiter
+        self._limit = RateLimit(
+            max_concurrency=settings.brightdata_max_concurrency,
+            requests_per_minute=settings.brightdata_requests_per_minute,
+            burst=settings.rate_limit_burst,
+            hold_seconds=self._snapshot_timeout + _SLOT_GRACE_SECONDS,
+        )
+        self._client = httpx.AsyncClient(
+            base_url=settings.brightdata_base_url,
+            headers={"Authorization": f"Bearer {settings.brightdata_api_key.get_secret_value()}"},
+            timeout=self._timeout,
+        )
+        self._waiting: list[_Ask] = []
+        self._window: asyncio.TimerHandle | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def ask(self, request: EngineRequest) -> EngineAnswer:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        ask = _Ask(
+            _Input(self._site_url, request.question, request.location.upper()),
+            started,
+            loop.create_future(),
+        )
+        self._waiting.append(ask)
+        if len(self._waiting) >= self._batch_size:
+            self._flush()
+        elif self._window is None:
+            self._window = loop.call_later(self._batch_window, self._flush)
+        # Cancelling this ask cancels its own future only; its batch goes on for the others.
+        return await ask.answer
+
+    async def aclose(self) -> None:
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
+        for ask in self._waiting:
+            _settle(ask, EngineError(f"{self.engine_id}: engine closed", retryable=True))
+        self._waiting = []
+        batches = list(self._batches)
+        for batch in batches:
+            batch.cancel()
+        await asyncio.gather(*batches, return_exceptions=True)
+        await self._client.aclose()
+
+    def _flush(self) -> None:
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
+        # An ask cancelled while it waited for the window is not worth paying for.
+        batch = [ask for ask in self._waiting if not ask.answer.done()]
+        self._waiting = []
+        if batch:
+            task = asyncio.create_task(self._run(batch), name=f"{self.engine_id} batch")
+            self._batches.add(task)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("%s: batch crashed", self.engine_id, exc_info=exc)
+
+    async def _run(self, batch: list[_Ask]) -> None:
+        try:
+            snapshot_id, records = await self._collect([ask.input for ask in batch])
+            self._deliver(batch, snapshot_id, records)
+        except EngineError as exc:
+            for ask in batch:
+                _settle(ask, _own_copy(exc))
+        finally:
+            # Cancelled by aclose(), or broken by a bug: no ask may be left waiting for ever.
+            for ask in batch:
+                _settle(ask, EngineError(f"{self.engine_id}: batch abandoned", retryable=True))
+
+    async def _collect(self, inputs: list[_Input]) -> tuple[str, list[Any]]:
+        async with self._limiter.slot(self.engine_id, self._limit):
+            snapshot_id = await self._trigger(inputs)
+            try:
+                async with asyncio.timeout(self._snapshot_timeout):
+                    return snapshot_id, await self._await_records(snapshot_id)
+            except TimeoutError:
+                raise timeout_error(self.engine_id, self._snapshot_timeout) from None
+
+    async def _trigger(self, inputs: list[_Input]) -> str:
+        response = await self._send(
+            "POST",
+            "/datasets/v3/trigger",
+            params={"dataset_id": self._dataset_id, "include_errors": "true"},
+            json=[item.as_json() for item in inputs],
+        )
+        document = self._json(response)
+        snapshot_id = document.get("snapshot_id") if isinstance(document, dict) else None
+        if not isinstance(snapshot_id, str) or not snapshot_id:
+            raise self._malformed("the trigger reply has no snapshot_id")
+        return snapshot_id
+
+    async def _await_records(self, snapshot_id: str) -> list[Any]:
+        while True:
+            records = await self._records_if_ready(snapshot_id)
+            if records is not None:
+                return records
+            await asyncio.sleep(self._poll_interval)
+
+    async def _records_if_ready(self, snapshot_id: str) -> list[Any] | None:
+        progress = await self._poll(f"/datasets/v3/progress/{snapshot_id}")
+        if progress is None:
+            return None
+        document = self._json(progress)
+        status = document.get("status") if isinstance(document, dict) else None
+        if status == "failed":
+            reason = document.get("error_message") or "no reason given"
+            raise EngineError(
+                f"{self.engine_id}: snapshot {snapshot_id} failed: {reason}", retryable=True
+            )
+        if status != "ready":
+            return None
+        snapshot = await self._poll(f"/datasets/v3/snapshot/{snapshot_id}", {"format": "json"})
+        # 202: ready, but the snapshot is still being written out.
+        if snapshot is None or snapshot.status_code == httpx.codes.ACCEPTED:
+            return None
+        records = self._json(snapshot)
+        if not isinstance(records, list):
+            raise self._malformed(f"snapshot {snapshot_id} is not a list of records")
+        return records
+
+    async def _poll(self, path: str, params: dict[str, str] | None = None) -> httpx.Response | None:
+        """A GET whose passing failure only means "look again later": polls are free, while
+        giving up would leave the job running and a new trigger would be billed again."""
+        try:
+            return await self._send("GET", path, params=params)
+        except EngineError as exc:
+            if not exc.retryable:
+                raise
+            logger.warning("%s: poll failed, polling on: %s", self.engine_id, exc.reason)
+            return None
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: list[dict[str, str]] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, params=params, json=json)
+        except httpx.TimeoutException:
+            raise timeout_error(self.engine_id, self._timeout) from None
+        except httpx.TransportError as exc:
+            raise connection_error(self.engine_id, exc) from exc
+        if response.status_code >= httpx.codes.BAD_REQUEST:
+            raise error_from_response(
+                self.engine_id, response.status_code, response.headers, response.content
+            )
+        return response
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise self._malformed(f"{response.request.url.path} did not answer JSON") from None
+
+    def _malformed(self, problem: str) -> EngineError:
+        # A reply we cannot read will not read better the second time.
+        return EngineError(f"{self.engine_id}: unreadable reply: {problem}", retryable=False)
+
+    def _deliver(self, batch: list[_Ask], snapshot_id: str, records: list[Any]) -> None:
+        by_input = _records_by_input([ask.input for ask in batch], records)
+        for ask in batch:
+            queued = by_input.get(ask.input.key)
+            if not queued:
+                missing = f"{self.engine_id}: snapshot {snapshot_id} has no record for this prompt"
+                _settle(ask, EngineError(missing, retryable=True))
+                continue
+            try:
+                answer = self._answer(queued.popleft(), snapshot_id, ask.started)
+            except EngineError as exc:
+                _settle(ask, exc)
+                continue
+            _settle(ask, answer)
+
+    def _answer(self, record: Any, snapshot_id: str, started: float) -> EngineAnswer:
+        if not isinstance(record, dict):
+            raise self._malformed(f"snapshot {snapshot_id} holds a record that is not an object")
+        if record.get("error") or record.get("error_code"):
+            code = record.get("error_code") or "error"
+            detail = record.get("error") or "no detail"
+            raise EngineError(f"{self.engine_id}: record failed ({code}): {detail}", retryable=True)
+        markdown = record.get("answer_text_markdown")
+        text = markdown if _is_text(markdown) else record.get("answer_text")
+        model = record.get("model")
+        return EngineAnswer(
+            text=text if isinstance(text, str) else "",
+            citations=_citations(record),
+            model=model if _is_text(model) else self.engine_id,
+            input_tokens=0,
+            output_tokens=0,
+            cost=self._price,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            simulated=False,
+            raw={
+                "snapshot_id": snapshot_id,
+                "dataset_id": self._dataset_id,
+                "web_search_triggered": record.get("web_search_triggered"),
+                "timestamp": record.get("timestamp"),
+            },
+        )
+
+
+def _own_copy(exc: EngineError) -> EngineError:
+    # Each ask raises an instance of its own, so their tracebacks do not pile up on one.
+    return EngineError(exc.reason, retryable=exc.retryable, retry_after=exc.retry_after)
+
+
+def _settle(ask: _Ask, outcome: EngineAnswer | EngineError) -> None:
+    if ask.answer.done():  # answered already, or its asker gave up
+        return
+    if isinstance(outcome, EngineError):
+        ask.answer.set_exception(outcome)
+    else:
+        ask.answer.set_result(outcome)
+
+
+def _records_by_input(inputs: list[_Input], records: list[Any]) -> dict[_InputKey, deque[Any]]:
+    """Records queued by the input they answer; the same prompt may be asked twice in a batch."""
+    by_input: defaultdict[_InputKey, deque[Any]] = defaultdict(deque)
+    for position, record in enumerate(records):
+        key = _record_key(record)
+        if key is None and position < len(inputs):
+            # A record that does not echo its input stands where its input stood.
+            key = inputs[position].key
+        if key is not None:
+            by_input[key].append(record)
+    return by_input
+
+
+def _record_key(record: Any) -> _InputKey | None:
+    if not isinstance(record, dict):
+        return None
+    echoed = record.get("input")
+    source = echoed if isinstance(echoed, dict) else record
+    prompt, country = source.get("prompt"), source.get("country")
+    if not isinstance(prompt, str):
+        return None
+    return prompt, (country.upper() if isinstance(country, str) else "")
+
+
+def _citations(record: dict[str, Any]) -> tuple[EngineCitation, ...]:
+    for field in _CITATION_FIELDS:
+        listed = record.get(field)
+        if not isinstance(listed, list):
+            continue
+        linked = [item for item in listed if isinstance(item, dict) and _is_text(item.get("url"))]
+        if linked:
+            linked.sort(key=_position)
+            return tuple(EngineCitation(item["url"], _title(item)) for item in linked)
+    return ()
+
+
+def _position(item: dict[str, Any]) -> int:
+    position = item.get("position")
+    # Unnumbered items keep their listed order (the sort is stable) after the numbered ones.
+    return position if isinstance(position, int) else sys.maxsize
+
+
+def _title(item: dict[str, Any]) -> str | None:
+    return next((item[name] for name in _TITLE_FIELDS if _is_text(item.get(name))), None)
+
+
+def _is_text(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value.strip())

@@ -1,0 +1,159 @@
+"""Per-engine concurrency caps and requests-per-minute limits, shared by every worker process.
+
+Each limit is a concurrency cap plus GCRA (a token bucket kept as one "theoretical arrival
+time"): requests are spaced 60/rpm seconds apart, with `burst` of them allowed back to back.
+In Redis both live in one Lua script that reads Redis's own clock, so processes on machines
+with skewed clocks agree; slot holders carry an expiry and every key has a TTL, so a worker
+that dies holding a slot frees it when the expiry passes. Without Redis the same algorithm
+runs in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+# A full concurrency cap has no clock to wait for: holders leave whenever they finish.
+_SLOT_POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    max_concurrency: int
+    requests_per_minute: int
+    burst: int = 1
+    hold_seconds: float = 120.0  # a slot not released by then is presumed abandoned
+
+    @property
+    def interval_ms(self) -> float:
+        return 60_000 / self.requests_per_minute
+
+
+class RateLimiter(Protocol):
+    def slot(self, name: str, limit: RateLimit) -> AbstractAsyncContextManager[None]: ...
+
+
+# KEYS: slots (sorted set holder → expiry ms), tat (theoretical arrival time, ms).
+# ARGV: holder, max_concurrency, interval_ms, burst, hold_ms.
+# Returns {1, 0} when the slot is taken, else {0, ms to wait before asking again}.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local max_concurrency = tonumber(ARGV[2])
+local interval = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+local hold = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= max_concurrency then
+  return {0, -1}
+end
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tat < now then tat = now end
+local wait = tat - (burst - 1) * interval - now
+if wait > 0 then
+  return {0, math.ceil(wait)}
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[2], string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now) + 1000)
+redis.call('ZADD', KEYS[1], now + hold, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(hold) + 1000)
+return {1, 0}
+"""
+
+
+class RedisRateLimiter:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._fallback = LocalRateLimiter()
+
+    @asynccontextmanager
+    async def slot(self, name: str, limit: RateLimit) -> AsyncIterator[None]:
+        slots_key = f"{self._prefix}:ratelimit:{name}:slots"
+        tat_key = f"{self._prefix}:ratelimit:{name}:tat"
+        holder = uuid.uuid4().hex
+        try:
+            await self._wait_for_slot(slots_key, tat_key, holder, limit)
+        except RedisError as exc:
+            # Availability over strictness: an unreachable Redis must not stop evaluations;
+            # providers' own 429s are still retried.
+            logger.warning(
+                "rate limiter: Redis unavailable, limiting this process only",
+                extra={"limiter": name, "error": type(exc).__name__},
+            )
+            async with self._fallback.slot(name, limit):
+                yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                await asyncio.shield(self._redis.zrem(slots_key, holder))
+            except RedisError:
+                logger.warning("rate limiter: slot not released; it expires by itself")
+
+    async def _wait_for_slot(
+        self, slots_key: str, tat_key: str, holder: str, limit: RateLimit
+    ) -> None:
+        args: list[str | int | float] = [
+            holder,
+            limit.max_concurrency,
+            limit.interval_ms,
+            limit.burst,
+            limit.hold_seconds * 1000,
+        ]
+        while True:
+            taken, wait_ms = await self._acquire(keys=[slots_key, tat_key], args=args)
+            if taken:
+                return
+            await asyncio.sleep(_SLOT_POLL_SECONDS if wait_ms < 0 else wait_ms / 1000)
+
+
+@dataclass(slots=True)
+class _LocalState:
+    holders: int = 0
+    tat: float = 0.0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LocalRateLimiter:
+    """The same limits within one process, for when REDIS_URL is unset."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, _LocalState] = {}
+
+    @asynccontextmanager
+    async def slot(self, name: str, limit: RateLimit) -> AsyncIterator[None]:
+        state = self._states.setdefault(name, _LocalState())
+        interval = limit.interval_ms / 1000
+        while True:
+            if state.holders >= limit.max_concurrency:
+                state.released.clear()
+                await state.released.wait()
+                continue
+            now = time.monotonic()
+            tat = max(state.tat, now)
+            wait = tat - (limit.burst - 1) * interval - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            state.tat = tat + interval
+            state.holders += 1
+            break
+        try:
+            yield
+        finally:
+            state.holders -= 1
+            state.released.set()
