@@ -1,4 +1,4 @@
-"""The `senso` command: api, worker, migrate, demo, extract, emulator."""
+"""The `senso` command: api, worker, migrate, demo, extract, emulator, enqueue-all."""
 
 from __future__ import annotations
 

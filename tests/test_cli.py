@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).parent / "data" / "extraction_cases.jsonl"
-COMMANDS = ("api", "worker", "migrate", "demo", "extract")
+COMMANDS = ("api", "worker", "migrate", "demo", "extract", "emulator", "enqueue-all")
 
 
 def senso(

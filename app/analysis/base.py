@@ -10,9 +10,6 @@ from typing import Literal, Protocol
 Sentiment = Literal["positive", "neutral", "negative"]
 SENTIMENTS: tuple[Sentiment, ...] = ("positive", "neutral", "negative")
 
-_COST_QUANTUM = Decimal("0.000001")
-_TOKENS_PER_PRICE_UNIT = 1_000_000
-
 
 @dataclass(frozen=True, slots=True)
 class VariationResult:
@@ -57,13 +54,3 @@ class Analyst(Protocol):
     ) -> AnswerAnalysis: ...
 
     async def aclose(self) -> None: ...
-
-
-def token_cost(
-    input_tokens: int,
-    output_tokens: int,
-    input_price_per_mtok: Decimal,
-    output_price_per_mtok: Decimal,
-) -> Decimal:
-    raw = input_tokens * input_price_per_mtok + output_tokens * output_price_per_mtok
-    return (raw / _TOKENS_PER_PRICE_UNIT).quantize(_COST_QUANTUM)

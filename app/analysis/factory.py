@@ -9,6 +9,7 @@ import openai
 from app.analysis.base import Analyst
 from app.analysis.llm import LlmAnalyst, LlmConfig
 from app.analysis.simulated import SimulatedAnalyst
+from app.engines.openai_transport import rate_limited_http_client
 from app.engines.ratelimit import RateLimit, RateLimiter
 from app.settings import Settings
 
@@ -16,6 +17,7 @@ from app.settings import Settings
 _SLOT_GRACE_SECONDS = 10
 
 Provider = Literal["openai", "azure_openai", "simulated"]
+LIMITER_NAME = "analysis"
 
 
 def analysis_provider(settings: Settings) -> Provider:
@@ -33,27 +35,27 @@ def create_analyst(settings: Settings, limiter: RateLimiter) -> Analyst:
     provider = analysis_provider(settings)
     if provider == "simulated":
         return SimulatedAnalyst()
-    timeout = settings.analysis_timeout_seconds
     config = LlmConfig(
         provider=provider,
         model=settings.analysis_model,
-        limit=RateLimit(
-            max_concurrency=settings.analysis_max_concurrency,
-            requests_per_minute=settings.analysis_requests_per_minute,
-            burst=settings.rate_limit_burst,
-            hold_seconds=timeout + _SLOT_GRACE_SECONDS,
-        ),
         input_price_per_mtok=settings.analysis_input_price_per_mtok,
         output_price_per_mtok=settings.analysis_output_price_per_mtok,
-        timeout_seconds=timeout,
+        timeout_seconds=settings.analysis_timeout_seconds,
         retry_base_seconds=settings.run_retry_base_seconds,
         retry_max_seconds=settings.run_retry_max_seconds,
     )
-    return LlmAnalyst(_client(settings, provider), limiter, config)
+    return LlmAnalyst(_client(settings, provider, limiter), config)
 
 
-def _client(settings: Settings, provider: Provider) -> openai.AsyncOpenAI:
+def _client(settings: Settings, provider: Provider, limiter: RateLimiter) -> openai.AsyncOpenAI:
     timeout = settings.analysis_timeout_seconds
+    limit = RateLimit(
+        max_concurrency=settings.analysis_max_concurrency,
+        requests_per_minute=settings.analysis_requests_per_minute,
+        burst=settings.rate_limit_burst,
+        hold_seconds=timeout + _SLOT_GRACE_SECONDS,
+    )
+    http_client = rate_limited_http_client(limiter, LIMITER_NAME, limit)
     if provider == "openai":
         if settings.openai_api_key is None:
             raise ValueError("ANALYSIS_PROVIDER=openai needs OPENAI_API_KEY")
@@ -62,6 +64,7 @@ def _client(settings: Settings, provider: Provider) -> openai.AsyncOpenAI:
             base_url=settings.openai_base_url,
             timeout=timeout,
             max_retries=0,
+            http_client=http_client,
         )
     if settings.azure_openai_api_key is None or not settings.azure_openai_endpoint:
         raise ValueError(
@@ -75,4 +78,5 @@ def _client(settings: Settings, provider: Provider) -> openai.AsyncOpenAI:
         api_version=settings.azure_openai_api_version,
         timeout=timeout,
         max_retries=0,
+        http_client=http_client,
     )

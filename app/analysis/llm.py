@@ -1,15 +1,15 @@
 """The model-backed analyst: one strict structured-output chat completion per question asked.
 
-Calls share the `analysis` rate limit across workers. A retryable failure (429, 5xx, timeout)
-is asked again a few times, never sooner than the provider's Retry-After; what still fails, or
-answers outside the schema, becomes an AnalysisError for the caller to record.
+Calls share the `analysis` rate limit across workers (applied by the client's transport). A
+retryable failure (429, 5xx, timeout) is asked again a few times, never sooner than the
+provider's Retry-After; what still fails, or answers outside the schema, becomes an
+AnalysisError for the caller to record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, ValidationError
 
-from app.analysis.base import AnalysisError, AnswerAnalysis, VariationResult, token_cost
+from app.analysis.base import AnalysisError, AnswerAnalysis, VariationResult
 from app.analysis.names import normalise_competitors, normalise_variations
 from app.analysis.prompts import (
     ANALYSIS_INSTRUCTIONS,
@@ -34,14 +34,14 @@ from app.analysis.prompts import (
     VariationsReply,
     VariationsTask,
 )
+from app.engines.backoff import backoff_seconds
 from app.engines.base import EngineError
+from app.engines.costs import token_cost
 from app.engines.failures import connection_error, error_from_response, timeout_error
-from app.engines.ratelimit import RateLimit, RateLimiter
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-LIMITER_NAME = "analysis"
 
 _Reply = TypeVar("_Reply", bound=BaseModel)
 
@@ -50,7 +50,6 @@ _Reply = TypeVar("_Reply", bound=BaseModel)
 class LlmConfig:
     provider: str  # "openai" or "azure_openai": names the source and the errors
     model: str  # the deployment on Azure
-    limit: RateLimit
     input_price_per_mtok: Decimal
     output_price_per_mtok: Decimal
     timeout_seconds: float
@@ -67,9 +66,8 @@ class _Usage:
 
 
 class LlmAnalyst:
-    def __init__(self, client: openai.AsyncOpenAI, limiter: RateLimiter, config: LlmConfig) -> None:
-        self._client = client
-        self._limiter = limiter
+    def __init__(self, client: openai.AsyncOpenAI, config: LlmConfig) -> None:
+        self._client = client  # rate limited in its transport (see factory.py)
         self._config = config
 
     @property
@@ -150,13 +148,19 @@ class LlmAnalyst:
         attempt = 1
         while True:
             try:
-                async with self._limiter.slot(LIMITER_NAME, self._config.limit):
-                    return await self._complete(messages, response_format)
+                return await self._complete(messages, response_format)
             except EngineError as exc:
                 if not exc.retryable or attempt == MAX_ATTEMPTS:
                     raise AnalysisError(f"{exc.reason} (after {attempt} attempt(s))") from None
                 logger.info("analysis call failed; retrying", extra={"error": exc.reason})
-                await asyncio.sleep(self._backoff(attempt, exc.retry_after))
+                await asyncio.sleep(
+                    backoff_seconds(
+                        attempt,
+                        exc.retry_after,
+                        base_seconds=self._config.retry_base_seconds,
+                        max_seconds=self._config.retry_max_seconds,
+                    )
+                )
                 attempt += 1
 
     async def _complete(
@@ -181,12 +185,6 @@ class LlmAnalyst:
             raise error_from_response(
                 provider, exc.status_code, response.headers, response.content
             ) from None
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Capped exponential backoff with full jitter, never shorter than the provider asked."""
-        config = self._config
-        ceiling = min(config.retry_max_seconds, config.retry_base_seconds * 2 ** (attempt - 1))
-        return max(retry_after or 0.0, random.uniform(0, ceiling))
 
     def _usage(self, completion: ChatCompletion) -> _Usage:
         usage = completion.usage

@@ -26,6 +26,8 @@ async def compose_answer(
 ) -> ComposedAnswer:
     lowered = question.casefold()
     for scripted in config.answers:
+        if scripted.engines is not None and engine_id not in scripted.engines:
+            continue
         if scripted.match.casefold() in lowered:
             return ComposedAnswer(
                 scripted.text, tuple((c.url, c.title) for c in scripted.citations)

@@ -51,11 +51,14 @@ class ScriptedCitation(BaseModel):
 
 
 class ScriptedAnswer(BaseModel):
-    """Answer any question containing `match` (case-insensitive) with `text`."""
+    """Answer any question containing `match` (case-insensitive) with `text`, on the listed
+    engines (`openai`, `azure_openai`, `anthropic`, `brightdata_chatgpt`,
+    `brightdata_perplexity`, `linkup`) or on all of them."""
 
     match: str
     text: str
     citations: list[ScriptedCitation] = Field(default_factory=list)
+    engines: list[str] | None = None
 
 
 class Brand(BaseModel):

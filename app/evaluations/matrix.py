@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +27,7 @@ from app.db.models import (
 )
 from app.db.types import utcnow
 from app.db.upsert import rows_affected
+from app.engines.backoff import backoff_seconds
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
 from app.engines.guard import invalid_answer_reason
 from app.errors import InvalidInputError
@@ -142,7 +142,15 @@ class MatrixRunner:
                 if not exc.retryable or attempt == max_attempts:
                     await self._fail(run, f"{exc.reason} (after {attempt} attempt(s))")
                     return
-                await asyncio.sleep(self._backoff(attempt, exc.retry_after))
+                await self._count_retry(run)
+                await asyncio.sleep(
+                    backoff_seconds(
+                        attempt,
+                        exc.retry_after,
+                        base_seconds=self._settings.run_retry_base_seconds,
+                        max_seconds=self._settings.run_retry_max_seconds,
+                    )
+                )
                 continue
             invalid = invalid_answer_reason(answer.text, run.question)
             if invalid is not None:
@@ -150,14 +158,6 @@ class MatrixRunner:
                 return
             await self._complete(run, answer)
             return
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Capped exponential backoff with full jitter, never shorter than the engine asked."""
-        ceiling = min(
-            self._settings.run_retry_max_seconds,
-            self._settings.run_retry_base_seconds * 2 ** (attempt - 1),
-        )
-        return max(retry_after or 0.0, random.uniform(0, ceiling))
 
     async def _complete(self, run: ClaimedRun, answer: EngineAnswer) -> None:
         subject = self._subject
@@ -237,6 +237,16 @@ class MatrixRunner:
         logger.warning(
             "run failed", extra={"run_id": run.id, "engine": run.engine_id, "error": reason}
         )
+
+    async def _count_retry(self, run: ClaimedRun) -> None:
+        """`attempts` counts engine calls: the claim counted the first, each retry adds one."""
+        async with self._context.sessions() as session:
+            await session.execute(
+                update(QuestionRun)
+                .where(self._still_ours(run))
+                .values(attempts=QuestionRun.attempts + 1)
+            )
+            await session.commit()
 
     def _still_ours(self, run: ClaimedRun) -> ColumnElement[bool]:
         return and_(

@@ -1,0 +1,203 @@
+"""The real engine clients inside the whole flow (API over HTTP → SQS → worker → Postgres),
+every provider served by the engine emulator over real HTTP: costs add up, retries wait as
+long as the provider asked, quota errors are not retried, timeouts are, and an answer that is
+not an answer is neither charged nor measured."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from app.context import AppContext
+from app.embedded import run_worker_task
+from app.emulator.config import Brand, EmulatorConfig, Fault, ScriptedAnswer
+from app.emulator.server import EmulatorServer
+from app.settings import Settings
+from tests.conftest import emulator_engine_settings, make_settings
+from tests.db_checks import balance, run_stats
+from tests.factories import QUESTIONS, create_org, create_partner, expect, wait_for_batch
+
+ALL_ENGINES = (
+    "openai",
+    "azure_openai",
+    "anthropic",
+    "brightdata_chatgpt",
+    "brightdata_perplexity",
+    "linkup",
+)
+FAST = 60_000  # requests per minute: the limiter is tested elsewhere, here it must not slow
+
+
+@pytest.fixture
+def settings(
+    postgres_url: str, queue_url: str, sqs_endpoint: str, emulator: EmulatorServer
+) -> Settings:
+    return make_settings(
+        postgres_url,
+        queue_url,
+        sqs_endpoint,
+        **emulator_engine_settings(emulator.url),
+        analysis_provider="simulated",
+        redis_key_prefix=f"test-{uuid.uuid4().hex[:12]}",
+        max_failed_run_ratio=0.6,
+        openai_timeout_seconds=0.5,
+        anthropic_timeout_seconds=0.5,
+        **{
+            f"{engine}_requests_per_minute": FAST
+            for engine in ("openai", "azure_openai", "anthropic", "brightdata", "linkup")
+        },
+    )
+
+
+async def _evaluate(
+    api: httpx.AsyncClient,
+    context: AppContext,
+    *,
+    engines: tuple[str, ...],
+    questions: int = 1,
+    locations: tuple[str, ...] = ("US",),
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    partner_id = await create_partner(api, balance="10.00", price="0.05")
+    setup = await create_org(
+        api, partner_id, questions=questions, engines=engines, locations=locations
+    )
+    accepted = expect(await api.post(f"/orgs/{setup.org_id}/evaluations", json={}), 202)
+    async with run_worker_task(context):
+        batch = await wait_for_batch(api, accepted["batch_id"])
+    results = expect(
+        await api.get(f"/batches/{accepted['batch_id']}/results", params={"limit": 200}), 200
+    )
+    return partner_id, batch, results
+
+
+async def test_every_engine_answers_through_its_own_protocol(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    emulator.state.configure(
+        EmulatorConfig(
+            brand=Brand(
+                name="HubSpot", domains=["hubspot.com"], competitors=["Salesforce", "Pipedrive"]
+            )
+        )
+    )
+    partner_id, batch, results = await _evaluate(
+        api, context, engines=ALL_ENGINES, questions=2, locations=("US", "GB")
+    )
+
+    assert batch["status"] == "completed", batch
+    assert batch["completed_runs"] == batch["charged_runs"] == 24
+    assert await balance(context, partner_id) == Decimal("10.00") - 24 * Decimal("0.05")
+    assert results["simulated"] is False
+    assert set(results["by_engine"]) == set(ALL_ENGINES)
+    runs = results["runs"]
+    assert all(not run["simulated"] and run["answer"] for run in runs)
+    # The batch's engine cost is the sum of its runs' costs, each priced by its provider.
+    assert Decimal(batch["cost"]) == sum(Decimal(run["cost"]) for run in runs)
+    by_engine = {engine: [r for r in runs if r["engine"] == engine] for engine in ALL_ENGINES}
+    assert {Decimal(r["cost"]) for r in by_engine["linkup"]} == {Decimal("0.005")}
+    assert {Decimal(r["cost"]) for r in by_engine["brightdata_chatgpt"]} == {Decimal("0.0015")}
+    assert all(Decimal(r["cost"]) > 0 for r in by_engine["openai"] + by_engine["anthropic"])
+    assert results["summary"]["visibility"] > 0, "the emulated answers name the org"
+
+    calls = {provider: emulator.state.logged(provider) for provider in ("openai", "linkup")}
+    assert len(calls["openai"]) == 4
+    assert len(calls["linkup"]) == 4
+    assert len(emulator.state.logged("azure_openai")) == 4
+    assert len(emulator.state.logged("anthropic")) == 4
+    countries = {
+        c.body["web_search_options"]["user_location"]["approximate"]["country"]
+        for c in calls["openai"]
+    }
+    assert countries == {"US", "GB"}, "each run's country goes to the provider"
+    triggers = [c for c in emulator.state.logged("brightdata") if c.path.endswith("/trigger")]
+    assert sum(len(trigger.body) for trigger in triggers) == 8
+    assert {t.query["dataset_id"] for t in triggers} == {
+        "gd_m7aof0k82r803d5bjm",
+        "gd_m7dhdot1vw9a7gc1n",
+    }
+
+
+async def test_a_rate_limited_call_is_retried_no_sooner_than_retry_after(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    emulator.state.configure(
+        EmulatorConfig(
+            faults=[Fault(kind="rate_limited", provider="openai", times=1, retry_after_seconds=1.5)]
+        )
+    )
+    _, batch, results = await _evaluate(api, context, engines=("openai",))
+
+    assert batch["status"] == "completed", batch
+    [run] = results["runs"]
+    assert run["attempts"] == 2
+    first, second = emulator.state.logged("openai")
+    assert first.status == 429
+    assert second.status == 200
+    assert second.at - first.at >= 1.5
+
+
+async def test_quota_exhaustion_is_not_retried(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    emulator.state.configure(
+        EmulatorConfig(faults=[Fault(kind="quota_exhausted", provider="linkup")])
+    )
+    partner_id, batch, results = await _evaluate(api, context, engines=("linkup",))
+
+    assert batch["status"] == "failed", batch
+    [run] = results["runs"]
+    assert run["status"] == "failed"
+    assert run["attempts"] == 1
+    assert run["error"].startswith("quota_exhausted: linkup: HTTP 429 INSUFFICIENT_FUNDS_CREDITS")
+    assert len(emulator.state.logged("linkup")) == 1
+    assert batch["charged_runs"] == 0
+    assert await balance(context, partner_id) == Decimal("10.00")
+
+
+async def test_a_call_that_times_out_is_asked_again(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    emulator.state.configure(
+        EmulatorConfig(faults=[Fault(kind="stall", provider="anthropic", times=1, stall_seconds=3)])
+    )
+    _, batch, results = await _evaluate(api, context, engines=("anthropic",))
+
+    assert batch["status"] == "completed", batch
+    [run] = results["runs"]
+    assert run["attempts"] == 2
+    assert len(emulator.state.logged("anthropic")) == 2
+
+
+async def test_an_answer_that_is_not_an_answer_is_not_charged_nor_measured(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    echoed = QUESTIONS[0]
+    emulator.state.configure(
+        EmulatorConfig(
+            faults=[Fault(kind="auth_wall", provider="brightdata", times=1)],
+            answers=[ScriptedAnswer(match=echoed, text=echoed, engines=["linkup"])],
+        )
+    )
+    partner_id, batch, results = await _evaluate(
+        api, context, engines=("brightdata_chatgpt", "linkup"), questions=3
+    )
+
+    failures = {run["error"] for run in results["runs"] if run["status"] == "failed"}
+    assert failures == {
+        "invalid_answer: sign-up or log-in wall instead of an answer",
+        "invalid_answer: answer repeats the prompt",
+    }
+    rejected = [run for run in results["runs"] if run["status"] == "failed"]
+    assert all(run["answer"] and run["mention"] is None for run in rejected), "kept to inspect"
+    assert batch["status"] == "completed", batch
+    assert batch["completed_runs"] == batch["charged_runs"] == 4
+    assert await balance(context, partner_id) == Decimal("10.00") - 4 * Decimal("0.05")
+    summary = results["summary"]
+    assert summary["completed_runs"] == 4
+    assert summary["failed_runs"] == 2
+    stats = await run_stats(context, batch["batch_id"])
+    assert stats["ledger"] == 4
