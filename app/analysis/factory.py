@@ -10,11 +10,8 @@ from app.analysis.base import Analyst
 from app.analysis.llm import LlmAnalyst, LlmConfig
 from app.analysis.simulated import SimulatedAnalyst
 from app.engines.openai_transport import rate_limited_http_client
-from app.engines.ratelimit import RateLimit, RateLimiter
+from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
-
-# A slot outlives the call's timeout by this much before it is presumed abandoned.
-_SLOT_GRACE_SECONDS = 10
 
 Provider = Literal["openai", "azure_openai", "simulated"]
 LIMITER_NAME = "analysis"
@@ -49,11 +46,11 @@ def create_analyst(settings: Settings, limiter: RateLimiter) -> Analyst:
 
 def _client(settings: Settings, provider: Provider, limiter: RateLimiter) -> openai.AsyncOpenAI:
     timeout = settings.analysis_timeout_seconds
-    limit = RateLimit(
+    limit = call_limit(
         max_concurrency=settings.analysis_max_concurrency,
         requests_per_minute=settings.analysis_requests_per_minute,
         burst=settings.rate_limit_burst,
-        hold_seconds=timeout + _SLOT_GRACE_SECONDS,
+        timeout_seconds=timeout,
     )
     http_client = rate_limited_http_client(limiter, LIMITER_NAME, limit)
     if provider == "openai":

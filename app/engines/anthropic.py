@@ -11,11 +11,9 @@ from pydantic import BaseModel, ValidationError
 from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.costs import COST_QUANTUM, token_cost
 from app.engines.failures import connection_error, error_from_response, timeout_error
-from app.engines.ratelimit import RateLimit, RateLimiter
+from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
-# A slot outlives the call's timeout by this much before it is presumed abandoned.
-_SLOT_GRACE_SECONDS = 10
 _WEB_SEARCH_TOOL = "web_search_20250305"
 
 
@@ -63,11 +61,11 @@ class AnthropicEngine:
         self._settings = settings
         self._limiter = limiter
         self._timeout = settings.anthropic_timeout_seconds
-        self._limit = RateLimit(
+        self._limit = call_limit(
             max_concurrency=settings.anthropic_max_concurrency,
             requests_per_minute=settings.anthropic_requests_per_minute,
             burst=settings.rate_limit_burst,
-            hold_seconds=self._timeout + _SLOT_GRACE_SECONDS,
+            timeout_seconds=self._timeout,
         )
         self._client = httpx.AsyncClient(
             base_url=settings.anthropic_base_url,

@@ -27,7 +27,7 @@ import httpx
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.failures import connection_error, error_from_response, timeout_error
-from app.engines.ratelimit import RateLimit, RateLimiter
+from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,6 @@ SITE_URLS: dict[BrightDataEngineId, str] = {
     "brightdata_chatgpt": "https://chatgpt.com/",
     "brightdata_perplexity": "https://www.perplexity.ai",
 }
-# A slot outlives its snapshot's deadline by this much before the limiter presumes it abandoned.
-_SLOT_GRACE_SECONDS = 60.0
 # Where a record lists its sources, best first: Perplexity adds `sources`, and ChatGPT without
 # web search has no citations but may still link pages in its answer.
 _CITATION_FIELDS = ("citations", "sources", "links_attached")
@@ -89,11 +87,12 @@ class BrightDataEngine:
         self._snapshot_timeout = settings.brightdata_snapshot_timeout_seconds
         self._timeout = settings.brightdata_timeout_seconds
         self._limiter = limiter
-        self._limit = RateLimit(
+        self._limit = call_limit(
             max_concurrency=settings.brightdata_max_concurrency,
             requests_per_minute=settings.brightdata_requests_per_minute,
             burst=settings.rate_limit_burst,
-            hold_seconds=self._snapshot_timeout + _SLOT_GRACE_SECONDS,
+            # A trigger's slot is held until its snapshot is downloaded.
+            timeout_seconds=self._snapshot_timeout,
         )
         self._client = httpx.AsyncClient(
             base_url=settings.brightdata_base_url,

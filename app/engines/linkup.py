@@ -14,12 +14,10 @@ import httpx
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.failures import connection_error, error_from_response, timeout_error
-from app.engines.ratelimit import RateLimit, RateLimiter
+from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
 ENGINE_ID = "linkup"
-# A slot outlives its call by this much before the limiter presumes its holder dead.
-_SLOT_GRACE_SECONDS = 10.0
 
 
 class LinkupEngine:
@@ -32,11 +30,11 @@ class LinkupEngine:
         self._price = settings.linkup_price_per_request
         self._timeout = settings.linkup_timeout_seconds
         self._limiter = limiter
-        self._limit = RateLimit(
+        self._limit = call_limit(
             max_concurrency=settings.linkup_max_concurrency,
             requests_per_minute=settings.linkup_requests_per_minute,
             burst=settings.rate_limit_burst,
-            hold_seconds=self._timeout + _SLOT_GRACE_SECONDS,
+            timeout_seconds=self._timeout,
         )
         self._client = httpx.AsyncClient(
             base_url=settings.linkup_base_url,

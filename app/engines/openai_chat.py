@@ -18,11 +18,8 @@ from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRe
 from app.engines.costs import token_cost
 from app.engines.failures import connection_error, error_from_response, timeout_error
 from app.engines.openai_transport import rate_limited_http_client
-from app.engines.ratelimit import RateLimit, RateLimiter
+from app.engines.ratelimit import RateLimit, RateLimiter, call_limit
 from app.settings import Settings
-
-# A slot outlives the call's timeout by this much before it is presumed abandoned.
-_SLOT_GRACE_SECONDS = 10
 
 
 class _ChatCompletionsEngine:
@@ -124,11 +121,11 @@ def _citations(completion: ChatCompletion) -> tuple[EngineCitation, ...]:
 
 
 def _slot_limit(settings: Settings, max_concurrency: int, rpm: int, timeout: float) -> RateLimit:
-    return RateLimit(
+    return call_limit(
         max_concurrency=max_concurrency,
         requests_per_minute=rpm,
         burst=settings.rate_limit_burst,
-        hold_seconds=timeout + _SLOT_GRACE_SECONDS,
+        timeout_seconds=timeout,
     )
 
 

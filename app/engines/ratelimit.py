@@ -40,6 +40,22 @@ class RateLimit:
         return 60_000 / self.requests_per_minute
 
 
+# A slot outlives the longest its work may take by this much before it is presumed abandoned.
+SLOT_GRACE_SECONDS = 10.0
+
+
+def call_limit(
+    *, max_concurrency: int, requests_per_minute: int, burst: int, timeout_seconds: float
+) -> RateLimit:
+    """The limit of an engine's calls: a slot is held for at most one call's timeout."""
+    return RateLimit(
+        max_concurrency=max_concurrency,
+        requests_per_minute=requests_per_minute,
+        burst=burst,
+        hold_seconds=timeout_seconds + SLOT_GRACE_SECONDS,
+    )
+
+
 class RateLimiter(Protocol):
     def slot(self, name: str, limit: RateLimit) -> AbstractAsyncContextManager[None]: ...
 
