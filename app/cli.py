@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the batch (default 300)"
     )
+    demo.add_argument(
+        "--emulator",
+        action="store_true",
+        help="use the real engine clients (and LLM analysis) against an in-process engine "
+        "emulator instead of the simulated engines: every provider's wire protocol, no key",
+    )
     demo.set_defaults(run=_demo)
 
     extract = commands.add_parser(
@@ -210,6 +216,7 @@ def _demo(args: argparse.Namespace) -> int:
         engines=[e.strip() for e in args.engines.split(",") if e.strip()],
         locations=[c.strip() for c in args.locations.split(",") if c.strip()],
         timeout=args.timeout,
+        emulator=args.emulator,
     )
     return asyncio.run(run_demo(options))
 

@@ -1,7 +1,8 @@
 """`senso demo`: the whole flow on one machine, through the real HTTP API and worker code.
 
 With no DATABASE_URL / SQS_QUEUE_URL it is self-contained: a SQLite file in a temporary
-folder, moto's SQS server in this process, the simulated engines, a random API token.
+folder, moto's SQS server in this process, the simulated engines, a random API token. With
+--emulator the engines are the real provider clients, talking to the engine emulator.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from pydantic import SecretStr
 from app.context import AppContext
 from app.db.migrate import upgrade
 from app.embedded import run_worker_task, serve_api
+from app.emulator.config import Brand, EmulatorConfig
+from app.emulator.server import EmulatorServer
+from app.emulator.wiring import emulated_engine_settings
 from app.logging import configure_logging
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
@@ -43,12 +47,21 @@ DEMO_QUESTIONS = (
 )
 
 
+DEMO_ORG: dict[str, Any] = {
+    "name": "Acme Analytics",
+    "aliases": ["Acme"],
+    "domains": ["acme-analytics.com"],
+    "competitors": ["Mixpanel", "Amplitude", "Heap", "PostHog", "Pendo"],
+}
+
+
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     questions: int
     engines: list[str]
     locations: list[str]
     timeout: float
+    emulator: bool = False  # real engine clients against the engine emulator, in-process
 
 
 async def run_demo(options: DemoOptions) -> int:
@@ -58,6 +71,8 @@ async def run_demo(options: DemoOptions) -> int:
     configure_logging(settings)
     with contextlib.ExitStack() as stack:
         settings = stack.enter_context(_embedded_services(settings))
+        if options.emulator:
+            settings = stack.enter_context(_emulated_engines(settings))
         return await _run(settings, options)
 
 
@@ -90,6 +105,22 @@ def _embedded_services(settings: Settings) -> Iterator[Settings]:
         # The demo sits in front of a person: short polls keep shutdown quick.
         updates["sqs_wait_seconds"] = min(settings.sqs_wait_seconds, 2)
         yield settings.model_copy(update=updates)
+
+
+@contextlib.contextmanager
+def _emulated_engines(settings: Settings) -> Iterator[Settings]:
+    """Every engine and the LLM analysis through their real clients, against the emulator."""
+    config = EmulatorConfig(
+        brand=Brand(
+            name=DEMO_ORG["name"],
+            aliases=DEMO_ORG["aliases"],
+            domains=DEMO_ORG["domains"],
+            competitors=DEMO_ORG["competitors"],
+        )
+    )
+    with EmulatorServer(config) as emulator:
+        _say(f"engines: real clients against the engine emulator at {emulator.url}")
+        yield settings.model_copy(update=emulated_engine_settings(emulator.url))
 
 
 @contextlib.contextmanager
@@ -131,18 +162,7 @@ async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
             },
         )
     )
-    org = _ok(
-        await client.post(
-            "/orgs",
-            json={
-                "partner_id": partner["id"],
-                "name": "Acme Analytics",
-                "aliases": ["Acme"],
-                "domains": ["acme-analytics.com"],
-                "competitors": ["Mixpanel", "Amplitude", "Heap", "PostHog", "Pendo"],
-            },
-        )
-    )
+    org = _ok(await client.post("/orgs", json={"partner_id": partner["id"], **DEMO_ORG}))
     org_id = org["id"]
     questions = list(DEMO_QUESTIONS[: options.questions])
     _ok(await client.put(f"/orgs/{org_id}/questions", json={"questions": questions}))
@@ -164,7 +184,7 @@ async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
         return 1
     results = _ok(await client.get(f"/batches/{batch['batch_id']}/results", params={"limit": 1}))
     balance = _ok(await client.get(f"/partners/{partner['id']}"))["balance"]
-    _print_summary(batch, results, balance)
+    _print_summary(batch, results, balance, options)
     return 0
 
 
@@ -188,9 +208,15 @@ async def _poll(client: httpx.AsyncClient, batch_id: str, wait_seconds: float) -
         await asyncio.sleep(0.25)
 
 
-def _print_summary(batch: dict[str, Any], results: dict[str, Any], balance: str) -> None:
+def _print_summary(
+    batch: dict[str, Any], results: dict[str, Any], balance: str, options: DemoOptions
+) -> None:
     summary = results["summary"]
-    label = " (simulated engines)" if results["simulated"] else ""
+    label = ""
+    if results["simulated"]:
+        label = " (simulated engines)"
+    elif options.emulator:
+        label = " (real engine clients, answers from the engine emulator)"
     _say(f"\nResults{label} — batch {batch['batch_id']}, {batch['batch_date']}")
     _say(f"  visibility          {_pct(summary['visibility'])} of answers mention the org")
     _say(f"  share of voice      {_pct(summary['share_of_voice'])} of mentions of tracked brands")

@@ -100,30 +100,6 @@ def queue_url(sqs_endpoint: str) -> str:
     )
 
 
-EMULATOR_KEYS = {
-    "openai_api_key": "sk-test-openai",
-    "azure_openai_api_key": "test-azure-key",
-    "anthropic_api_key": "sk-ant-test",
-    "brightdata_api_key": "test-brightdata-key",
-    "linkup_api_key": "test-linkup-key",
-}
-
-
-def emulator_engine_settings(emulator_url: str) -> dict[str, object]:
-    """Settings overrides pointing every real engine client at the engine emulator."""
-    return {
-        **{name: SecretStr(key) for name, key in EMULATOR_KEYS.items()},
-        "engine_mode": "real",
-        "openai_base_url": f"{emulator_url}/v1",
-        "azure_openai_endpoint": emulator_url,
-        "anthropic_base_url": emulator_url,
-        "brightdata_base_url": emulator_url,
-        "brightdata_poll_interval_seconds": 0.05,
-        "brightdata_batch_window_seconds": 0.05,
-        "linkup_base_url": f"{emulator_url}/v1",
-    }
-
-
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:
     with EmulatorServer() as server:

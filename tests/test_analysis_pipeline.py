@@ -27,9 +27,10 @@ from app.db.session import create_engine
 from app.embedded import run_worker_task, serve_api
 from app.emulator.config import EmulatorConfig, Fault, ScriptedAnswer
 from app.emulator.server import EmulatorServer
+from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.evaluations import service as evaluations_service
 from app.settings import Settings
-from tests.conftest import API_TOKEN, EMULATOR_KEYS, emulator_engine_settings, make_settings
+from tests.conftest import API_TOKEN, make_settings
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 
 RUNS = 12  # 3 questions × 2 engines × 2 locations
@@ -253,7 +254,7 @@ async def test_a_negated_mention_is_not_visibility(
 ) -> None:
     """Real engine clients against the emulator, whose every answer is scripted."""
     settings = analysed_settings.model_copy(
-        update={**emulator_engine_settings(emulator.url), "analysis_provider": "openai"}
+        update={**emulated_engine_settings(emulator.url), "analysis_provider": "openai"}
     )
     emulator.state.configure(
         EmulatorConfig(

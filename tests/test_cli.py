@@ -98,6 +98,25 @@ def test_demo_runs_the_embedded_default_end_to_end(tmp_path: Path) -> None:
     assert "visibility" in out
 
 
+def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:
+    """`senso demo --emulator`: the providers' wire protocols end to end, still no key."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
+    }
+    engines = "openai,azure_openai,anthropic,brightdata_chatgpt,brightdata_perplexity,linkup"
+    args = ("--questions", "1", "--locations", "US", "--engines", engines, "--emulator")
+    result = senso("demo", *args, env=env, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "engines: real clients against the engine emulator" in out
+    assert "completed   6/6 completed, 0 failed, 6 charged" in out
+    assert "Results (real engine clients, answers from the engine emulator)" in out
+    for engine in engines.split(","):
+        assert f"\n  {engine} " in out, engine
+
+
 def test_demo_refuses_more_questions_than_it_has() -> None:
     result = senso("demo", "--questions", "9")
     assert result.returncode == 2

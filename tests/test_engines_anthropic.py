@@ -13,11 +13,11 @@ from pydantic import SecretStr
 from app.emulator.answers import count_tokens
 from app.emulator.config import EmulatorConfig, Fault, FaultKind, ScriptedAnswer, ScriptedCitation
 from app.emulator.server import EmulatorServer
+from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.anthropic import AnthropicEngine
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.ratelimit import LocalRateLimiter
 from app.settings import Settings
-from tests.conftest import EMULATOR_KEYS, emulator_engine_settings
 
 QUESTION = "What is the best CRM for agencies?"
 ANSWER = (
@@ -38,7 +38,7 @@ ACME = EngineCitation("https://acme-analytics.com/agencies", "Acme for agencies"
 def engine_settings(emulator: EmulatorServer, **overrides: object) -> Settings:
     return Settings.model_validate(
         {
-            **emulator_engine_settings(emulator.url),
+            **emulated_engine_settings(emulator.url),
             "anthropic_model": "claude-test",
             "anthropic_max_tokens": 1024,
             "anthropic_web_search_max_uses": 2,

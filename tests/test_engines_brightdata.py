@@ -17,12 +17,13 @@ from app.emulator.brightdata import AUTH_WALL_TEXT, NOT_READY_TEXT
 from app.emulator.config import EmulatorConfig, Fault, ScriptedAnswer, ScriptedCitation
 from app.emulator.server import EmulatorServer
 from app.emulator.state import LoggedRequest
+from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.base import BrandContext, EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.brightdata import BrightDataEngine, BrightDataEngineId
 from app.engines.guard import invalid_answer_reason
 from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.settings import Settings
-from tests.conftest import EMULATOR_KEYS, REDIS_URL, emulator_engine_settings
+from tests.conftest import REDIS_URL
 
 CHATGPT_DATASET = "gd_m7aof0k82r803d5bjm"
 PERPLEXITY_DATASET = "gd_m7dhdot1vw9a7gc1n"
@@ -91,7 +92,7 @@ async def make_engine(emulator: EmulatorServer) -> AsyncIterator[MakeEngine]:
         limiter: RateLimiter | None = None,
         **overrides: object,
     ) -> BrightDataEngine:
-        values = {**emulator_engine_settings(emulator.url), **FAST_LIMITS, **overrides}
+        values = {**emulated_engine_settings(emulator.url), **FAST_LIMITS, **overrides}
         engine = BrightDataEngine(
             engine_id, Settings.model_validate(values), limiter or LocalRateLimiter()
         )

@@ -10,11 +10,11 @@ import pytest
 
 from app.emulator.config import EmulatorConfig, Fault, FaultKind, ScriptedAnswer, ScriptedCitation
 from app.emulator.server import EmulatorServer
+from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.linkup import LinkupEngine
 from app.engines.ratelimit import LocalRateLimiter
 from app.settings import Settings
-from tests.conftest import EMULATOR_KEYS, emulator_engine_settings
 
 QUESTION = "Which analytics platform suits retailers in Germany?"
 ANSWER = ScriptedAnswer(
@@ -39,7 +39,7 @@ async def make_engine(emulator: EmulatorServer) -> AsyncIterator[MakeEngine]:
 
     def make(**overrides: object) -> LinkupEngine:
         settings = Settings.model_validate(
-            {**emulator_engine_settings(emulator.url), **FAST_LIMITS, **overrides}
+            {**emulated_engine_settings(emulator.url), **FAST_LIMITS, **overrides}
         )
         engine = LinkupEngine(settings, LocalRateLimiter())
         engines.append(engine)

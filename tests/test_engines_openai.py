@@ -14,11 +14,12 @@ from redis.asyncio import Redis
 from app.emulator.answers import count_tokens
 from app.emulator.config import EmulatorConfig, Fault, FaultKind, ScriptedAnswer, ScriptedCitation
 from app.emulator.server import EmulatorServer
+from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.openai_chat import AzureOpenAIEngine, OpenAIEngine
 from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.settings import Settings
-from tests.conftest import EMULATOR_KEYS, REDIS_URL, emulator_engine_settings
+from tests.conftest import REDIS_URL
 
 QUESTION = "Which payroll software is best for small businesses?"
 ANSWER = "1. **Acme Analytics** – quick to set up\n2. **Northwind Labs** – cheaper"
@@ -34,7 +35,7 @@ REQUEST = EngineRequest(question=QUESTION, location="GB", brand=BrandContext(nam
 def engine_settings(emulator: EmulatorServer, **overrides: object) -> Settings:
     return Settings.model_validate(
         {
-            **emulator_engine_settings(emulator.url),
+            **emulated_engine_settings(emulator.url),
             "openai_model": "gpt-test-search",
             "openai_input_price_per_mtok": Decimal("1000"),
             "openai_output_price_per_mtok": Decimal("3000"),

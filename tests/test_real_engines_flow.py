@@ -16,8 +16,9 @@ from app.context import AppContext
 from app.embedded import run_worker_task
 from app.emulator.config import Brand, EmulatorConfig, Fault, ScriptedAnswer
 from app.emulator.server import EmulatorServer
+from app.emulator.wiring import emulated_engine_settings
 from app.settings import Settings
-from tests.conftest import emulator_engine_settings, make_settings
+from tests.conftest import make_settings
 from tests.db_checks import balance, run_stats
 from tests.factories import QUESTIONS, create_org, create_partner, expect, wait_for_batch
 
@@ -40,7 +41,7 @@ def settings(
         postgres_url,
         queue_url,
         sqs_endpoint,
-        **emulator_engine_settings(emulator.url),
+        **emulated_engine_settings(emulator.url),
         analysis_provider="simulated",
         redis_key_prefix=f"test-{uuid.uuid4().hex[:12]}",
         max_failed_run_ratio=0.6,

@@ -23,8 +23,9 @@ from sqlalchemy import func, select
 from app.context import AppContext
 from app.db.models import QuestionRun, RunStatus
 from app.emulator.config import EmulatorConfig, RateLimitRule
+from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.settings import Settings
-from tests.conftest import EMULATOR_KEYS, REDIS_URL, emulator_engine_settings, make_settings
+from tests.conftest import REDIS_URL, make_settings
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 from tests.processes import REPO_ROOT, WorkerProcess, worker_environment, worker_process
 
@@ -80,7 +81,7 @@ def settings(postgres_url: str, queue_url: str, sqs_endpoint: str, emulator_url:
         postgres_url,
         queue_url,
         sqs_endpoint,
-        **emulator_engine_settings(emulator_url),
+        **emulated_engine_settings(emulator_url),
         analysis_provider="simulated",
         redis_key_prefix=f"test-{uuid.uuid4().hex[:12]}",
     )

@@ -54,6 +54,7 @@ class _Message(BaseModel):
 
 class AnthropicEngine:
     engine_id = "anthropic"
+    batch_size = 1
 
     def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
         if settings.anthropic_api_key is None:

@@ -60,6 +60,9 @@ class EngineError(Exception):
 
 class Engine(Protocol):
     engine_id: str
+    # How many asks one provider call can serve (a BrightData trigger takes up to 20 inputs);
+    # the pipeline keeps that many in flight so calls go out full.
+    batch_size: int
 
     async def ask(self, request: EngineRequest) -> EngineAnswer: ...
 

@@ -81,7 +81,7 @@ class BrightDataEngine:
             else settings.brightdata_perplexity_dataset_id
         )
         self._price = settings.brightdata_price_per_record
-        self._batch_size = settings.brightdata_batch_size
+        self.batch_size = settings.brightdata_batch_size
         self._batch_window = settings.brightdata_batch_window_seconds
         self._poll_interval = settings.brightdata_poll_interval_seconds
         self._snapshot_timeout = settings.brightdata_snapshot_timeout_seconds
@@ -112,7 +112,7 @@ class BrightDataEngine:
             loop.create_future(),
         )
         self._waiting.append(ask)
-        if len(self._waiting) >= self._batch_size:
+        if len(self._waiting) >= self.batch_size:
             self._flush()
         elif self._window is None:
             self._window = loop.call_later(self._batch_window, self._flush)

@@ -22,6 +22,7 @@ ENGINE_ID = "linkup"
 
 class LinkupEngine:
     engine_id = ENGINE_ID
+    batch_size = 1
 
     def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
         if settings.linkup_api_key is None:

@@ -24,6 +24,7 @@ from app.settings import Settings
 
 class _ChatCompletionsEngine:
     engine_id: str
+    batch_size = 1
 
     def __init__(
         self,

@@ -239,6 +239,7 @@ class SimulatedEngine:
         if not 0 <= failure_rate <= 1:
             raise ValueError(f"failure_rate must be within [0, 1], got {failure_rate}")
         self.engine_id = engine_id
+        self.batch_size = 1
         self._style = _STYLES[engine_id]
         self._latency_ms = latency_ms
         self._failure_rate = failure_rate

@@ -70,27 +70,39 @@ class MatrixRunner:
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            while True:
+            engines = await self._unfinished_engines()
+            while engines:
                 try:
                     async with asyncio.TaskGroup() as group:
-                        for _ in range(self._settings.run_concurrency):
-                            group.create_task(self._claim_and_execute())
+                        for engine_id in engines:
+                            for _ in range(self._lane_width(engine_id)):
+                                group.create_task(self._claim_and_execute(engine_id))
                 except ExceptionGroup as errors:
                     # The step's recorded error should name the cause, not the group around it.
                     raise errors.exceptions[0] from errors
-                if await self._unfinished() == 0:
-                    return
-                # Another worker holds the remaining runs: wait for it, or for its lease to end.
-                await asyncio.sleep(WAIT_FOR_OTHERS_SECONDS)
+                engines = await self._unfinished_engines()
+                if engines:
+                    # Another worker holds the remaining runs: wait for it, or its lease to end.
+                    await asyncio.sleep(WAIT_FOR_OTHERS_SECONDS)
         finally:
             heartbeat.cancel()
             await asyncio.shield(self._release_claims())
 
-    async def _claim_and_execute(self) -> None:
-        while (run := await self._claim()) is not None:
+    def _lane_width(self, engine_id: str) -> int:
+        """Each engine gets its own lane of RUN_CONCURRENCY runs, so a slow engine (a scraper
+        whose snapshot takes minutes) never holds up the others; an engine that serves many
+        asks in one provider call gets enough to fill it."""
+        try:
+            batch_size = self._context.engines.get(engine_id).batch_size
+        except InvalidInputError:
+            batch_size = 1
+        return max(self._settings.run_concurrency, batch_size)
+
+    async def _claim_and_execute(self, engine_id: str) -> None:
+        while (run := await self._claim(engine_id)) is not None:
             await self._execute(run)
 
-    async def _claim(self) -> ClaimedRun | None:
+    async def _claim(self, engine_id: str) -> ClaimedRun | None:
         now = utcnow()
         claimable = or_(
             QuestionRun.status == RunStatus.PENDING,
@@ -98,7 +110,11 @@ class MatrixRunner:
         )
         candidate = (
             select(QuestionRun.id)
-            .where(QuestionRun.batch_id == self._batch_id, claimable)
+            .where(
+                QuestionRun.batch_id == self._batch_id,
+                QuestionRun.engine_id == engine_id,
+                claimable,
+            )
             .order_by(QuestionRun.created_at, QuestionRun.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -255,17 +271,18 @@ class MatrixRunner:
             QuestionRun.claimed_by == self._worker_id,
         )
 
-    async def _unfinished(self) -> int:
+    async def _unfinished_engines(self) -> list[str]:
         async with self._context.sessions() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(QuestionRun)
+            engines = await session.scalars(
+                select(QuestionRun.engine_id)
                 .where(
                     QuestionRun.batch_id == self._batch_id,
                     QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING]),
                 )
+                .distinct()
+                .order_by(QuestionRun.engine_id)
             )
-        return count or 0
+            return list(engines)
 
     async def _heartbeat(self) -> None:
         interval = max(0.5, self._settings.run_lease_seconds / 3)
