@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="share of provider calls answered with HTTP 500 (0-1)",
     )
+    emulator.add_argument(
+        "--overload-rate",
+        type=float,
+        help="share of provider calls answered as overloaded: 529 from Anthropic, 503 elsewhere",
+    )
     emulator.set_defaults(run=_emulator)
     return parser
 
@@ -276,6 +281,7 @@ def _emulator(args: argparse.Namespace) -> int:
             latency_ms=args.latency_ms,
             rate_limits=args.rate_limit,
             error_rate=args.error_rate,
+            overload_rate=args.overload_rate,
         )
     except (ValueError, ValidationError) as exc:
         print(f"senso emulator: {exc}", file=sys.stderr)

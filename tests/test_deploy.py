@@ -235,6 +235,7 @@ def test_task_definition_runs_the_api_and_its_worker(aws: Aws, first: Deployed) 
     assert worker["restartPolicy"]["enabled"] is True
     worker_environment = {e["name"]: e["value"] for e in worker["environment"]}
     assert float(worker_environment["WORKER_DRAIN_SECONDS"]) < worker["stopTimeout"]
+    assert worker_environment["ENGINE_MODE"] == "real", "never simulated answers in production"
 
     for container, stream in ((api, "ecs-api"), (worker, "ecs-worker")):
         assert container["logConfiguration"] == {

@@ -194,6 +194,9 @@ async def test_an_answer_that_is_not_an_answer_is_not_charged_nor_measured(
     }
     rejected = [run for run in results["runs"] if run["status"] == "failed"]
     assert all(run["answer"] and run["mention"] is None for run in rejected), "kept to inspect"
+    # The providers billed the rejected answers: the engine cost says so, the partner pays none.
+    assert {Decimal(run["cost"]) for run in rejected} == {Decimal("0.0015"), Decimal("0.005")}
+    assert Decimal(batch["cost"]) == sum(Decimal(run["cost"]) for run in results["runs"])
     assert batch["status"] == "completed", batch
     assert batch["completed_runs"] == batch["charged_runs"] == 4
     assert await balance(context, partner_id) == Decimal("10.00") - 4 * Decimal("0.05")

@@ -13,6 +13,7 @@ def emulator_config(
     latency_ms: int | None,
     rate_limits: Sequence[str],
     error_rate: float | None,
+    overload_rate: float | None,
 ) -> EmulatorConfig:
     config = EmulatorConfig.model_validate_json(config_json) if config_json else EmulatorConfig()
     updates: dict[str, object] = {}
@@ -22,8 +23,12 @@ def emulator_config(
         merged: dict[str, RateLimitRule] = {str(k): v for k, v in config.rate_limits.items()}
         merged.update(_parse_rate_limits(rate_limits))
         updates["rate_limits"] = merged
+    faults = list(config.faults)
     if error_rate is not None:
-        updates["faults"] = [*config.faults, Fault(kind="server_error", rate=error_rate)]
+        faults.append(Fault(kind="server_error", rate=error_rate))
+    if overload_rate is not None:
+        faults.append(Fault(kind="overloaded", rate=overload_rate))
+    updates["faults"] = faults
     # Validated again so a flag value out of range is refused like one in the file.
     return EmulatorConfig.model_validate({**config.model_dump(), **updates})
 

@@ -241,8 +241,13 @@ class MatrixRunner:
         return rows_affected(stored) > 0
 
     async def _fail(self, run: ClaimedRun, reason: str, answer: EngineAnswer | None = None) -> None:
-        """A failed run is never charged nor measured; a rejected answer is kept to inspect."""
-        kept = {} if answer is None else {"answer_text": answer.text, "model": answer.model}
+        """A failed run is never charged nor measured; a rejected answer is kept to inspect,
+        with what the provider billed for it, which the batch's engine cost includes."""
+        kept = (
+            {}
+            if answer is None
+            else {"answer_text": answer.text, "model": answer.model, "cost": answer.cost}
+        )
         async with self._context.sessions() as session:
             await session.execute(
                 update(QuestionRun)
