@@ -16,7 +16,7 @@ import httpx
 import pytest
 from alembic import command
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 
 from app.analysis.variations import load_variations
@@ -303,9 +303,21 @@ async def test_the_analysis_migration_downgrades_and_upgrades(
         config.attributes["connection"] = connection
         command.downgrade(config, "0001")
 
+    def columns(connection: Connection) -> set[str]:
+        inspector = inspect(connection)
+        return {
+            f"{table}.{column['name']}"
+            for table in ("run_mentions", "run_competitors")
+            for column in inspector.get_columns(table)
+        }
+
+    added = {"run_mentions.negated", "run_competitors.source"}
     try:
         async with engine.begin() as connection:
             await connection.run_sync(downgrade)
+            assert not added & await connection.run_sync(columns)
         await upgrade(engine)
+        async with engine.connect() as connection:
+            assert added <= await connection.run_sync(columns)
     finally:
         await engine.dispose()
