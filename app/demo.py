@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from app.context import AppContext
 from app.db.migrate import upgrade
-from app.embedded import run_worker_task, serve_api
+from app.embedded import moto_sqs_server, run_worker_task, serve_api
 from app.emulator.config import Brand, EmulatorConfig
 from app.emulator.server import EmulatorServer
 from app.emulator.wiring import emulated_engine_settings
@@ -88,7 +88,7 @@ def _embedded_services(settings: Settings) -> Iterator[Settings]:
         else:
             _say("database: DATABASE_URL")
         if settings.sqs_queue_url is None:
-            endpoint = stack.enter_context(_moto_sqs())
+            endpoint = stack.enter_context(moto_sqs_server())
             updates["aws_endpoint_url"] = endpoint
             queue_settings = settings.model_copy(update={"aws_endpoint_url": endpoint})
             updates["sqs_queue_url"] = create_queue_with_dlq(
@@ -121,21 +121,6 @@ def _emulated_engines(settings: Settings) -> Iterator[Settings]:
     with EmulatorServer(config) as emulator:
         _say(f"engines: real clients against the engine emulator at {emulator.url}")
         yield settings.model_copy(update=emulated_engine_settings(emulator.url))
-
-
-@contextlib.contextmanager
-def _moto_sqs() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(variable, "embedded")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 async def _run(settings: Settings, options: DemoOptions) -> int:

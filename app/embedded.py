@@ -1,11 +1,13 @@
-"""The API server and a worker inside the current event loop (the demo and the tests)."""
+"""The API server, a worker and an SQS endpoint inside this process (the demo, the bench and
+the tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 
@@ -39,6 +41,25 @@ async def serve_api(settings: Settings, context: AppContext) -> AsyncIterator[st
         server.should_exit = True
         await task
         sock.close()
+
+
+@contextlib.contextmanager
+def moto_sqs_server() -> Iterator[str]:
+    """moto's SQS server on a free loopback port, in this process; yields its endpoint URL.
+
+    moto is the `embedded` extra, imported only here so production never loads it.
+    """
+    from moto.server import ThreadedMotoServer
+
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(variable, "embedded")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 @contextlib.asynccontextmanager

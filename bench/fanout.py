@@ -25,7 +25,7 @@ import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from pydantic import SecretStr
 
 from app.context import AppContext
 from app.db.migrate import upgrade
-from app.embedded import run_worker_task, serve_api
+from app.embedded import moto_sqs_server, run_worker_task, serve_api
 from app.emulator.config import EmulatorConfig, RateLimitRule
 from app.emulator.server import EmulatorServer
 from app.emulator.wiring import emulated_engine_settings
@@ -64,25 +64,10 @@ class Outcome:
     calls: list[dict[str, Any]]
 
 
-@contextlib.contextmanager
-def _moto_sqs() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(variable, "bench")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @contextlib.asynccontextmanager
 async def _service(overrides: dict[str, object]) -> AsyncIterator[httpx.AsyncClient]:
     token = secrets.token_urlsafe(16)
-    with tempfile.TemporaryDirectory() as folder, _moto_sqs() as endpoint:
+    with tempfile.TemporaryDirectory() as folder, moto_sqs_server() as endpoint:
         base = Settings(aws_endpoint_url=endpoint, sqs_wait_seconds=1)
         name = f"bench-{uuid.uuid4().hex[:8]}"
         queue_url = create_queue_with_dlq(base, name, max_receive_count=5)
