@@ -22,7 +22,6 @@ class AppContext:
     sessions: SessionFactory
     queue: SqsQueue | None
     redis: Redis | None
-    limiter: RateLimiter
     engines: EngineRegistry
     analyst: Analyst
 
@@ -50,7 +49,6 @@ class AppContext:
             sessions=create_session_factory(db),
             queue=queue,
             redis=redis,
-            limiter=limiter,
             engines=EngineRegistry(settings, limiter),
             analyst=create_analyst(settings, limiter),
         )

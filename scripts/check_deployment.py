@@ -3,9 +3,10 @@
 
   check_deployment.py --deployment-id ID --task-definition ARN < describe-services.json
 
-Prints one line, `succeeded: …`, `failed: …` or `pending: …`, and exits 0; exit 2 when the
-input cannot be read. ID is the PRIMARY deployment that update-service or create-service
-returned, ARN the task definition it deploys.
+Prints one line, `succeeded: …`, `failed: …` or `pending: …`, and exits 0; exit 1 when the
+input cannot be read (deploy.sh passes it on as a failed step: its exit 2 means an invalid
+configuration). ID is the PRIMARY deployment that update-service or create-service returned,
+ARN the task definition it deploys.
 
 A deployment the circuit breaker rolled back is a failure even though the service is steady
 again (the services-stable waiter succeeds then too): its rolloutState is FAILED, or it is gone
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         described = json.load(sys.stdin)
     except json.JSONDecodeError as exc:
         print(f"describe-services output is not JSON: {exc}", file=sys.stderr)
-        return 2
+        return 1
     print(decide(described, args.deployment_id, args.task_definition))
     return 0
 

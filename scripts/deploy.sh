@@ -7,15 +7,17 @@ usage() {
 Usage: scripts/deploy.sh
 
 Deploys senso to ECS Fargate, configured by the environment:
-  1. checks the variables below (exit 2 naming every missing one) and the cpu/memory pair;
-  2. renders the task definition and validates it offline (no AWS call changes anything
-     before this passed);
-  3. creates the ECR repository and the log group if absent; builds and pushes the image
-     (scripts/build.sh, which runs the tests first) unless SKIP_BUILD=true;
-  4. registers the task definition; updates the service, or creates it with the deployment
+  1. checks the variables below (exit 2 naming every missing one);
+  2. renders the task definition and validates it offline, the cpu/memory pair included,
+     before any AWS call (exit 2 when it is invalid);
+  3. reads the ECR repository, the log group and the service; runs the tests (make test)
+     when it builds, unless SKIP_TESTS=true: nothing in AWS changes before they pass;
+  4. creates the ECR repository and the log group if absent; builds and pushes the image
+     (scripts/build.sh) unless SKIP_BUILD=true;
+  5. registers the task definition; updates the service, or creates it with the deployment
      circuit breaker and rollback on;
-  5. waits until the new deployment is steady, and fails if it was rolled back;
-  6. prints the new and previous revisions and the command that rolls back.
+  6. waits until the new deployment is steady, and fails if it was rolled back;
+  7. prints the new and previous revisions and the command that rolls back.
 
 Required:
   AWS_REGION                 region (AWS_DEFAULT_REGION is used when unset)
@@ -31,7 +33,9 @@ Required:
   API_TOKEN_SECRET_ARN       secret holding the operator's API_TOKEN
 
 Optional (default):
-  AWS_ACCOUNT_ID             from `aws sts get-caller-identity`
+  AWS_ACCOUNT_ID             the caller's: account of the ECR registry; the image reference is
+                             the repository's URI as ECR returns it (only a dry run for a
+                             repository not created yet asks `aws sts get-caller-identity`)
   TASK_FAMILY                senso
   CONTAINER_NAME             api: name of the API container
   TASK_CPU, TASK_MEMORY      512, 1024: a pair Fargate allows
@@ -45,8 +49,8 @@ Optional (default):
   ASSIGN_PUBLIC_IP           DISABLED: ENABLED for public subnets without a NAT gateway
   TARGET_GROUP_ARN           unset: a new service registers the API's port 8080 in this target group
   WORKER_MODE                sidecar: the API and worker task of infra/ecs-task-def.json.template;
-                             service: the worker alone (infra/ecs-worker-task-def.json.template)
-                             as family $TASK_FAMILY-worker and service $ECS_SERVICE-worker
+                             service: its worker container alone, essential, as family
+                             $TASK_FAMILY-worker and service $ECS_SERVICE-worker
   REDIS_URL_SECRET_ARN, OPENAI_API_KEY_SECRET_ARN, AZURE_OPENAI_API_KEY_SECRET_ARN,
   ANTHROPIC_API_KEY_SECRET_ARN, BRIGHTDATA_API_KEY_SECRET_ARN, LINKUP_API_KEY_SECRET_ARN
                              more secrets, left out when unset
@@ -55,8 +59,9 @@ Optional (default):
   WAIT                       true: false returns once the service is updated
   WAIT_TIMEOUT_SECONDS       900
   WAIT_POLL_SECONDS          15
-  DRY_RUN                    false: true prints the task definition and the calls that would
-                             change something, and changes nothing
+  DRY_RUN                    false: true prints the task definition and what it would run (the
+                             tests, the build, the calls that change something), and changes
+                             nothing
   PYTHON                     python3: a python that can import botocore (renders, validates)
 
 Exit status: 0 deployed; 2 the configuration is invalid; any other: a step failed, or the
@@ -78,6 +83,7 @@ root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 exec 3>&1
 
 log() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'deploy.sh: warning: %s\n' "$*" >&2; }
 fail() {
   printf 'deploy.sh: %s\n' "$1" >&2
   exit "${2:-1}"
@@ -157,44 +163,72 @@ if ! "$PYTHON" -c 'import botocore' 2>/dev/null; then
   fail "PYTHON=${PYTHON} cannot import botocore: pip install botocore, or set PYTHON" 2
 fi
 command -v aws >/dev/null || fail "the AWS CLI (aws) is not on PATH" 2
-if ! size_problem=$("$PYTHON" "${root}/scripts/render_task_def.py" check-size \
-  "$TASK_CPU" "$TASK_MEMORY" 2>&1); then
-  fail "TASK_CPU/TASK_MEMORY: ${size_problem}" 2
-fi
 
 IMAGE_TAG=${IMAGE_TAG:-$(date -u +%Y%m%d%H%M%S)}
+render=("$PYTHON" "${root}/scripts/render_task_def.py" render)
 if [[ $WORKER_MODE == service ]]; then
-  template=${root}/infra/ecs-worker-task-def.json.template
+  render+=(--worker-alone)
+  family=${TASK_FAMILY}-worker
   service=${ECS_SERVICE}-worker
 else
-  template=${root}/infra/ecs-task-def.json.template
+  family=$TASK_FAMILY
   service=$ECS_SERVICE
 fi
 # The AWS CLI v2 would page its output through `less`; v1 reads AWS_DEFAULT_REGION.
 export AWS_PAGER="" AWS_DEFAULT_REGION=$AWS_REGION
 
-# --- 2. render and validate, reading only ------------------------------------------------
+# --- 2. render and validate, before any AWS call -----------------------------------------
 
-if [[ -z ${AWS_ACCOUNT_ID:-} ]]; then
-  AWS_ACCOUNT_ID=$(aws sts get-caller-identity --query Account --output text)
-fi
-IMAGE_URI="${AWS_ACCOUNT_ID}.dkr.ecr.${AWS_REGION}.amazonaws.com/${ECR_REPOSITORY}:${IMAGE_TAG}"
 export AWS_REGION TASK_FAMILY CONTAINER_NAME TASK_CPU TASK_MEMORY CLOUDWATCH_LOG_GROUP \
-  CLOUDWATCH_STREAM_PREFIX IMAGE_URI
-
+  CLOUDWATCH_STREAM_PREFIX
 workdir=$(mktemp -d)
 trap 'rm -rf -- "$workdir"' EXIT
 task_definition_file=${workdir}/task-definition.json
-"$PYTHON" "${root}/scripts/render_task_def.py" render "$template" >"$task_definition_file" ||
-  fail "the task definition is invalid (nothing was changed)" 2
-log "task definition rendered from ${template#"${root}"/} and validated"
+# The image is the repository's URI, which ECR tells below; until then a stand-in holds its
+# place (the validator asks only for a reference without spaces, which the URI is).
+image_stand_in=deploy-sh-image-stand-in
+IMAGE_URI=$image_stand_in "${render[@]}" "${root}/infra/ecs-task-def.json.template" \
+  >"$task_definition_file" || fail "the task definition is invalid (nothing was changed)" 2
+log "task definition rendered and validated"
 
+# set_image REPOSITORY_URI: the task definition runs REPOSITORY_URI:IMAGE_TAG.
+set_image() {
+  IMAGE_URI=$1:${IMAGE_TAG}
+  local definition
+  definition=$(<"$task_definition_file")
+  printf '%s\n' "${definition//"$image_stand_in"/"$IMAGE_URI"}" >"$task_definition_file"
+}
+
+# --- 3. read the current state; run the tests --------------------------------------------
+
+registry_id=()
+if [[ -n ${AWS_ACCOUNT_ID:-} ]]; then
+  registry_id=(--registry-id "$AWS_ACCOUNT_ID")
+fi
 repository_exists=true
-if ! repository_error=$(aws ecr describe-repositories --repository-names "$ECR_REPOSITORY" \
-  2>&1 >/dev/null); then
+if repository=$(aws ecr describe-repositories ${registry_id[@]+"${registry_id[@]}"} \
+  --repository-names "$ECR_REPOSITORY" \
+  --query 'repositories[0].[repositoryUri,imageTagMutability]' --output text \
+  2>"${workdir}/describe-repositories.err"); then
+  read -r repository_uri tag_mutability <<<"$repository"
+  set_image "$repository_uri"
+  if [[ $tag_mutability != IMMUTABLE ]]; then
+    warn "ECR repository ${ECR_REPOSITORY} has ${tag_mutability} image tags: a tag pushed" \
+      "again changes what the revisions using it run, an old revision included"
+  fi
+else
+  repository_error=$(<"${workdir}/describe-repositories.err")
   [[ $repository_error == *RepositoryNotFoundException* ]] ||
     fail "cannot read ECR repository ${ECR_REPOSITORY}: ${repository_error}"
   repository_exists=false
+  if [[ $DRY_RUN == true ]]; then
+    # Creating the repository would return its URI; a dry run builds it as ECR does.
+    account=${AWS_ACCOUNT_ID:-}
+    if [[ -z $account ]]; then
+      account=$(aws sts get-caller-identity --query Account --output text)
+    fi
+    set_image "${account}.dkr.ecr.${AWS_REGION}.amazonaws.com/${ECR_REPOSITORY}"
+  fi
 fi
 log_groups=$(aws logs describe-log-groups --log-group-name-prefix "$CLOUDWATCH_LOG_GROUP" \
   --query 'logGroups[].logGroupName' --output text)
@@ -208,9 +242,7 @@ previous=$(aws ecs describe-services --cluster "$ECS_CLUSTER" --services "$servi
   --query "services[?status=='ACTIVE'].taskDefinition | [0]" --output text)
 [[ $previous != None ]] || previous=""
 
-# --- 3-4. changes -------------------------------------------------------------------------
-
-# Runs a command that changes something; under DRY_RUN prints it instead.
+# Runs a command that changes something or takes long; under DRY_RUN prints it instead.
 change() {
   if [[ $DRY_RUN == true ]]; then
     printf 'would run:' >&3
@@ -225,13 +257,26 @@ if [[ $DRY_RUN == true ]]; then
   cat "$task_definition_file"
 fi
 
+if [[ $SKIP_BUILD == false && $SKIP_TESTS == false ]]; then
+  log "running the tests (make test)"
+  change make -C "$root" test >&2 || fail "the tests failed (nothing was changed)"
+fi
+
+# --- 4-5. changes ------------------------------------------------------------------------
+
 if [[ $repository_exists == true ]]; then
   log "ECR repository ${ECR_REPOSITORY} exists"
 else
   log "creating ECR repository ${ECR_REPOSITORY}"
-  change aws ecr create-repository --repository-name "$ECR_REPOSITORY" \
-    --image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true \
-    --query repository.repositoryUri --output text >&2
+  created=$(change aws ecr create-repository ${registry_id[@]+"${registry_id[@]}"} \
+    --repository-name "$ECR_REPOSITORY" --image-tag-mutability IMMUTABLE \
+    --image-scanning-configuration scanOnPush=true --query repository.repositoryUri \
+    --output text)
+  # A dry run creates nothing and has set the image already.
+  if [[ -n $created ]]; then
+    log "created ${created}"
+    set_image "$created"
+  fi
 fi
 
 if [[ $log_group_exists == true ]]; then
@@ -247,26 +292,23 @@ if [[ $SKIP_BUILD == true ]]; then
   log "SKIP_BUILD=true: deploying ${IMAGE_URI} as pushed"
 else
   registry=${IMAGE_URI%%/*}
-  build=(env "IMAGE_REPOSITORY=${IMAGE_URI%:*}" "IMAGE_TAG=${IMAGE_TAG}" PUSH=true
-    "SKIP_TESTS=${SKIP_TESTS}" "${root}/scripts/build.sh")
   if [[ $DRY_RUN == true ]]; then
     printf 'would run: aws ecr get-login-password | docker login --username AWS --password-stdin %q\n' \
       "$registry" >&3
-    change "${build[@]}"
   else
     log "logging in to ${registry}"
     aws ecr get-login-password | docker login --username AWS --password-stdin "$registry" >&2
-    built=$("${build[@]}" | tail -n 1)
-    [[ $built == "$IMAGE_URI" ]] || fail "build.sh built ${built}, expected ${IMAGE_URI}"
   fi
+  # The tests ran above, unless SKIP_TESTS=true.
+  change env "IMAGE_REPOSITORY=${IMAGE_URI%:*}" "IMAGE_TAG=${IMAGE_TAG}" PUSH=true \
+    SKIP_TESTS=true "${root}/scripts/build.sh" >&2
 fi
 
 log "registering the task definition"
 new=$(change aws ecs register-task-definition --cli-input-json "file://${task_definition_file}" \
   --query taskDefinition.taskDefinitionArn --output text)
 # A dry run registers nothing; the family alone names its latest revision, the one it would be.
-new=${new:-$("$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["family"])' \
-  <"$task_definition_file")}
+new=${new:-$family}
 
 network="awsvpcConfiguration={subnets=[${ECS_SUBNET_IDS}],securityGroups=[${ECS_SECURITY_GROUP_IDS}],assignPublicIp=${ASSIGN_PUBLIC_IP}}"
 deployment="deploymentCircuitBreaker={enable=true,rollback=true},maximumPercent=200,minimumHealthyPercent=100"
@@ -300,7 +342,7 @@ if [[ $DRY_RUN == true ]]; then
   exit 0
 fi
 
-# --- 5. wait ------------------------------------------------------------------------------
+# --- 6. wait ------------------------------------------------------------------------------
 
 if [[ $WAIT == true ]]; then
   log "waiting up to ${WAIT_TIMEOUT_SECONDS}s for deployment ${deployment_id} of ${new##*/}"
@@ -324,7 +366,7 @@ else
   log "WAIT=false: not waiting for the deployment"
 fi
 
-# --- 6. summary ---------------------------------------------------------------------------
+# --- 7. summary ---------------------------------------------------------------------------
 
 echo "service: ${ECS_CLUSTER}/${service}"
 echo "new revision: ${new##*/}"

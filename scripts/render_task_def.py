@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Render an ECS task-definition template from the environment and validate it offline.
 
-  render_task_def.py render TEMPLATE       print the RegisterTaskDefinition input (JSON)
-  render_task_def.py check-size CPU MEMORY exit 0 when Fargate allows the pair
+  render_task_def.py render TEMPLATE                 print the RegisterTaskDefinition input (JSON)
+  render_task_def.py render --worker-alone TEMPLATE  the same for the worker as a service of its
+                                                     own: its container alone (see worker_alone)
 
 Placeholders sit inside the template's JSON strings: ${NAME} (required) or ${NAME:-default}.
 Values replace them after the template is parsed, so quotes, `$` and backslashes arrive
 intact. An environment entry or secret whose value renders empty is left out, so the app's
 default applies. Every SENSO_<SETTING> variable becomes <SETTING> in each container's
 environment. The result is checked with botocore's validator of the RegisterTaskDefinition
-input, then for what it does not check: enum values, ranges, Fargate's rules and the worker's
-drain period. Exit 2 lists every problem.
+input, then for what it does not check: enum values, ranges, Fargate's rules (the cpu/memory
+pair among them) and the worker's drain period. Exit 2 lists every problem.
 
 Standard library and botocore only: it runs with the python that carries the AWS CLI.
 """
@@ -55,6 +56,9 @@ APP_SQS_WAIT_SECONDS = 20
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
 SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:(secretsmanager|ssm):[a-z0-9-]+:\d{12}:\S+$")
 FAMILY = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+WORKER = "worker"
+# What ties the worker to the API container it runs beside in the sidecar task.
+SIDECAR_ONLY = ("dependsOn", "restartPolicy")
 
 
 class TaskDefinitionError(Exception):
@@ -79,6 +83,23 @@ def render(template: Any, env: Mapping[str, str]) -> Any:
         if "secrets" in container:
             container["secrets"] = [s for s in container["secrets"] if s.get("valueFrom") != ""]
     return document
+
+
+def worker_alone(document: Any) -> Any:
+    """The rendered task definition cut down to the worker as a service of its own.
+
+    Only the `worker` container is kept, essential (the task is the worker), without what ties
+    it to the API beside it: dependsOn, and restartPolicy (ECS replaces a stopped task).
+    The family becomes <family>-worker.
+    """
+    containers = document.get("containerDefinitions", [])
+    workers = [c for c in containers if c.get("name") == WORKER]
+    if len(workers) != 1:
+        raise TaskDefinitionError([f"the template needs exactly one container named {WORKER}"])
+    worker = {key: value for key, value in workers[0].items() if key not in SIDECAR_ONLY}
+    worker["essential"] = True
+    family = document.get("family", "")
+    return {**document, "family": f"{family}-{WORKER}", "containerDefinitions": [worker]}
 
 
 def _substitute(node: Any, env: Mapping[str, str], missing: list[str]) -> Any:
@@ -317,21 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     render_command = commands.add_parser("render", help="print the rendered task definition")
+    render_command.add_argument(
+        "--worker-alone", action="store_true", help="the worker alone, family <family>-worker"
+    )
     render_command.add_argument("template", type=Path)
-    size_command = commands.add_parser("check-size", help="check a Fargate cpu/memory pair")
-    size_command.add_argument("cpu")
-    size_command.add_argument("memory")
     args = parser.parse_args(argv)
 
-    if args.command == "check-size":
-        problem = fargate_size_problem(args.cpu, args.memory)
-        if problem:
-            print(problem, file=sys.stderr)
-            return 2
-        return 0
     try:
         template = json.loads(args.template.read_text())
         document = render(template, os.environ)
+        if args.worker_alone:
+            document = worker_alone(document)
         validate(document)
     except json.JSONDecodeError as exc:
         print(f"{args.template}: not JSON: {exc}", file=sys.stderr)

@@ -13,14 +13,13 @@ import asyncpg
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from mypy_boto3_sqs import SQSClient
 from pydantic import SecretStr
 
 from app.context import AppContext
 from app.db.migrate import upgrade
 from app.db.session import create_engine
-from app.embedded import serve_api
+from app.embedded import moto_sqs_server, serve_api
 from app.emulator.config import EmulatorConfig
 from app.emulator.server import EmulatorServer
 from app.queue.provision import create_queue_with_dlq
@@ -47,11 +46,8 @@ def _database_url(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_sqs_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
 """What the deploy tests run the scripts with: an AWS emulator and recording stand-ins.
 
-moto's server runs in its own process (ECS services there only reach their desired count with
-MOTO_ECS_SERVICE_RUNNING=1, read at start). docker, make and git are replaced by scripts that
-append their command line to a calls file, and `aws` by one that does so and then runs the
-real AWS CLI, so a test sees every call a script made, in order.
+moto's server runs in its own process, with MOTO_ECS_SERVICE_RUNNING=1 in its environment
+(moto reads it when each service is created; without it services never reach their desired
+count). docker, make and git are replaced by scripts that append their command line to a
+calls file, and `aws` by one that does so and then runs the real AWS CLI, so a test sees every
+call a script made, in order. Also here: the configuration the deploy tests start from, and
+describe-services documents shaped like ECS's, for what moto cannot produce (rollbacks).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -29,6 +32,7 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role"
 SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret"
+TASK_DEFINITION = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task-definition"
 
 RECORD = 'printf \'%s %s\\n\' "$(basename "$0")" "$*" >>"$FAKE_CALLS"\n'
 STAND_INS = {
@@ -58,6 +62,56 @@ class Ran:
         """The value of the one `label: value` line of stdout."""
         [line] = [line for line in self.stdout.splitlines() if line.startswith(f"{label}: ")]
         return line.removeprefix(f"{label}: ")
+
+
+def deploy_config(name: str = "senso") -> dict[str, str]:
+    """The required configuration of deploy.sh (and what the renderer reads of it)."""
+    return {
+        "AWS_REGION": REGION,
+        "AWS_ACCOUNT_ID": ACCOUNT_ID,
+        "ECR_REPOSITORY": name,
+        "ECS_CLUSTER": name,
+        "ECS_SERVICE": name,
+        "TASK_FAMILY": name,
+        "ECS_SUBNET_IDS": "subnet-0a1b2c",
+        "ECS_SECURITY_GROUP_IDS": "sg-0a1b2c",
+        "EXECUTION_ROLE_ARN": f"{ROLE}/ecsTaskExecutionRole",
+        "TASK_ROLE_ARN": f"{ROLE}/senso-task",
+        "SQS_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/senso-jobs",
+        "DATABASE_URL_SECRET_ARN": f"{SECRET}:senso/database-AbCdEf",
+        "API_TOKEN_SECRET_ARN": f"{SECRET}:senso/api-token-AbCdEf",
+    }
+
+
+def deployment(
+    id_: str, status: str, revision: str, rollout: str, reason: str | None = None
+) -> dict[str, Any]:
+    """One deployment of a describe-services document; revision is `family:revision`."""
+    return {
+        "id": id_,
+        "status": status,
+        "taskDefinition": f"{TASK_DEFINITION}/{revision}",
+        "rolloutState": rollout,
+        "rolloutStateReason": reason or f"deployment {id_} {rollout.lower()}",
+    }
+
+
+def described_services(
+    *deployments: dict[str, Any], runs: str = "senso:8", running: int = 2
+) -> dict[str, Any]:
+    """`aws ecs describe-services` output: one active service of 2 tasks, running `runs`."""
+    return {
+        "services": [
+            {
+                "status": "ACTIVE",
+                "taskDefinition": f"{TASK_DEFINITION}/{runs}",
+                "desiredCount": 2,
+                "runningCount": running,
+                "deployments": list(deployments),
+            }
+        ],
+        "failures": [],
+    }
 
 
 def write_executable(path: Path, body: str) -> None:
@@ -109,7 +163,11 @@ def free_port() -> int:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """moto's server on a free loopback port, with ECS services that reach steady state."""
+    """moto's server on a free loopback port, with ECS services that reach steady state.
+
+    The server process reads MOTO_ECS_SERVICE_RUNNING from its environment each time a service
+    is created: a service then reports that many tasks running.
+    """
     port = free_port()
     process = subprocess.Popen(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],

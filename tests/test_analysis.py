@@ -104,6 +104,24 @@ def test_mentions_that_are_not_negated(answer: str) -> None:
     assert read_answer(answer, ORG_NAMES, ()).negated is False
 
 
+@pytest.mark.parametrize(
+    ("configured", "written"),
+    [
+        pytest.param("Coca-Cola", "Coca-Cola", id="as-configured"),
+        pytest.param("Coca-Cola", "Coca Cola", id="space-for-hyphen"),
+        pytest.param("Coca-Cola", "Coca\u2011Cola", id="non-breaking-hyphen"),
+        pytest.param("Coca Cola", "Coca-Cola", id="hyphen-for-space"),
+    ],
+)
+def test_a_negation_names_the_org_however_matching_finds_it(configured: str, written: str) -> None:
+    for answer in (
+        f"I could not find information about {written}.",
+        f"{written} is not listed among the leading brands.",
+    ):
+        reading = read_answer(answer, (configured,), ())
+        assert (reading.negated, reading.sentiment) == (True, None), answer
+
+
 def test_an_answer_without_the_org_has_no_sentiment_and_no_negation() -> None:
     reading = read_answer("Mixpanel is the best option.", ORG_NAMES, ())
     assert (reading.sentiment, reading.negated) == (None, False)

@@ -13,56 +13,36 @@ from typing import Any
 
 import pytest
 
-from tests.deploy_support import SCRIPTS, load_script
+from tests.deploy_support import (
+    SCRIPTS,
+    TASK_DEFINITION,
+    deployment,
+    described_services,
+    load_script,
+)
 
 checker = load_script("check_deployment")
-ARN = "arn:aws:ecs:us-east-1:123456789012:task-definition/"
-OURS = ARN + "senso:8"
-
-
-def deployment(id_: str, status: str, revision: str, rollout: str) -> dict[str, Any]:
-    return {
-        "id": id_,
-        "status": status,
-        "taskDefinition": ARN + revision,
-        "rolloutState": rollout,
-        "rolloutStateReason": f"deployment {id_} {rollout.lower()}",
-    }
-
-
-def service(*deployments: dict[str, Any], runs: str = "senso:8", running: int = 2) -> Any:
-    return {
-        "services": [
-            {
-                "status": "ACTIVE",
-                "taskDefinition": ARN + runs,
-                "desiredCount": 2,
-                "runningCount": running,
-                "deployments": list(deployments),
-            }
-        ],
-        "failures": [],
-    }
+OURS = f"{TASK_DEFINITION}/senso:8"
 
 
 CASES: dict[str, tuple[Any, str]] = {
     "steady": (
-        service(deployment("ecs-svc/8", "PRIMARY", "senso:8", "COMPLETED")),
+        described_services(deployment("ecs-svc/8", "PRIMARY", "senso:8", "COMPLETED")),
         "succeeded: senso:8 runs 2/2 tasks",
     ),
     "rolling out": (
-        service(
+        described_services(
             deployment("ecs-svc/8", "PRIMARY", "senso:8", "IN_PROGRESS"),
             deployment("ecs-svc/7", "ACTIVE", "senso:7", "COMPLETED"),
         ),
         "pending: 2/2 tasks running, 2 deployment(s), rollout IN_PROGRESS",
     ),
     "tasks still starting": (
-        service(deployment("ecs-svc/8", "PRIMARY", "senso:8", "IN_PROGRESS"), running=1),
+        described_services(deployment("ecs-svc/8", "PRIMARY", "senso:8", "IN_PROGRESS"), running=1),
         "pending: 1/2 tasks running",
     ),
     "rollout failed, rolling back": (
-        service(
+        described_services(
             deployment("ecs-svc/9", "PRIMARY", "senso:7", "IN_PROGRESS"),
             deployment("ecs-svc/8", "ACTIVE", "senso:8", "FAILED"),
             runs="senso:7",
@@ -70,15 +50,17 @@ CASES: dict[str, tuple[Any, str]] = {
         "failed: the rollout of senso:8 failed: deployment ecs-svc/8 failed",
     ),
     "rollout failed, no rollback": (
-        service(deployment("ecs-svc/8", "PRIMARY", "senso:8", "FAILED"), running=0),
+        described_services(deployment("ecs-svc/8", "PRIMARY", "senso:8", "FAILED"), running=0),
         "failed: the rollout of senso:8 failed",
     ),
     "rolled back and steady again": (
-        service(deployment("ecs-svc/9", "PRIMARY", "senso:7", "COMPLETED"), runs="senso:7"),
+        described_services(
+            deployment("ecs-svc/9", "PRIMARY", "senso:7", "COMPLETED"), runs="senso:7"
+        ),
         "failed: senso:8 was rolled back or replaced; senso:7 runs",
     ),
     "replaced by a newer deploy": (
-        service(
+        described_services(
             deployment("ecs-svc/10", "PRIMARY", "senso:9", "IN_PROGRESS"),
             deployment("ecs-svc/8", "ACTIVE", "senso:8", "COMPLETED"),
             runs="senso:9",
@@ -86,7 +68,7 @@ CASES: dict[str, tuple[Any, str]] = {
         "failed: senso:8 was rolled back or replaced; senso:9 runs",
     ),
     "superseded": (
-        service(
+        described_services(
             deployment("ecs-svc/10", "PRIMARY", "senso:8", "IN_PROGRESS"),
             deployment("ecs-svc/8", "ACTIVE", "senso:8", "COMPLETED"),
         ),
@@ -108,10 +90,8 @@ def test_decision(case: str) -> None:
     assert decision.startswith(expected), decision
 
 
-def test_the_command_line_reads_describe_services_from_stdin() -> None:
-    described, expected = CASES["rolled back and steady again"]
-
-    result = subprocess.run(
+def check(stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             str(SCRIPTS / "check_deployment.py"),
@@ -120,11 +100,26 @@ def test_the_command_line_reads_describe_services_from_stdin() -> None:
             "--task-definition",
             OURS,
         ],
-        input=json.dumps(described),
+        input=stdin,
         capture_output=True,
         text=True,
         check=False,
     )
 
+
+def test_the_command_line_reads_describe_services_from_stdin() -> None:
+    described, expected = CASES["rolled back and steady again"]
+
+    result = check(json.dumps(described))
+
     assert result.returncode == 0
     assert result.stdout == expected + "\n"
+
+
+def test_unreadable_input_is_a_failed_step_not_an_invalid_configuration() -> None:
+    result = check("An error occurred (ExpiredTokenException)")
+
+    # deploy.sh passes the status on, and its exit 2 means "the configuration is invalid".
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "describe-services output is not JSON" in result.stderr

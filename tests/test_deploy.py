@@ -25,16 +25,18 @@ from mypy_boto3_logs import CloudWatchLogsClient
 from tests.deploy_support import (
     ACCOUNT_ID,
     REGION,
-    ROLE,
     ROOT,
     SECRET,
     Ran,
+    deploy_config,
     install_stand_ins,
+    load_script,
     moto_server,
     run_script,
     script_env,
 )
 
+revision = load_script("check_deployment").revision
 REGISTRY = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com"
 # Characters a shell or a naive JSON template would mangle.
 AWKWARD_VALUE = "say \"hi\" & 'bye' $HOME `id` ${TASK_FAMILY} back\\slash \\n ünï"
@@ -89,26 +91,19 @@ def deploy_env(aws: Aws, directory: Path) -> dict[str, str]:
     name = f"senso-{uuid.uuid4().hex[:8]}"
     aws.ecs.create_cluster(clusterName=name)
     env = script_env(install_stand_ins(directory / "bin"), directory / "calls")
-    return env | {
-        "AWS_ENDPOINT_URL": aws.endpoint,
-        "AWS_REGION": REGION,
-        "AWS_ACCOUNT_ID": ACCOUNT_ID,
-        "ECR_REPOSITORY": name,
-        "ECS_CLUSTER": name,
-        "ECS_SERVICE": name,
-        "TASK_FAMILY": name,
-        "ECS_SUBNET_IDS": aws.subnets,
-        "ECS_SECURITY_GROUP_IDS": aws.security_group,
-        "EXECUTION_ROLE_ARN": f"{ROLE}/ecsTaskExecutionRole",
-        "TASK_ROLE_ARN": f"{ROLE}/senso-task",
-        "SQS_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/senso-jobs",
-        "DATABASE_URL_SECRET_ARN": f"{SECRET}:senso/database-AbCdEf",
-        "API_TOKEN_SECRET_ARN": f"{SECRET}:senso/api-token-AbCdEf",
-        "SKIP_BUILD": "true",
-        "IMAGE_TAG": "v1",
-        "WAIT_POLL_SECONDS": "0.2",
-        "WAIT_TIMEOUT_SECONDS": "60",
-    }
+    return (
+        env
+        | deploy_config(name)
+        | {
+            "AWS_ENDPOINT_URL": aws.endpoint,
+            "ECS_SUBNET_IDS": aws.subnets,
+            "ECS_SECURITY_GROUP_IDS": aws.security_group,
+            "SKIP_BUILD": "true",
+            "IMAGE_TAG": "v1",
+            "WAIT_POLL_SECONDS": "0.2",
+            "WAIT_TIMEOUT_SECONDS": "60",
+        }
+    )
 
 
 @pytest.fixture
@@ -134,21 +129,16 @@ def task_definition(aws: Aws, revision: str) -> dict[str, Any]:
     return dict(aws.ecs.describe_task_definition(taskDefinition=revision)["taskDefinition"])
 
 
-def revision(service: dict[str, Any]) -> str:
-    """The `family:revision` a service runs."""
-    return str(service["taskDefinition"]).rsplit("/", 1)[-1]
-
-
 @pytest.fixture(scope="module")
 def first(aws: Aws, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
-    """A first deploy that builds: account id from STS, image tag from the clock."""
+    """A first deploy that tests and builds: image tag from the clock, no AWS_ACCOUNT_ID (the
+    image is the URI create-repository returns)."""
     env = deploy_env(aws, tmp_path_factory.mktemp("first"))
     ran = deploy(
         env,
         AWS_ACCOUNT_ID=None,
         SKIP_BUILD=None,
         IMAGE_TAG=None,
-        SKIP_TESTS="true",
         TARGET_GROUP_ARN=TARGET_GROUP,
         REDIS_URL_SECRET_ARN=AWKWARD_ARN,
         SENSO_OPENAI_MODEL=AWKWARD_VALUE,
@@ -169,18 +159,18 @@ def second(aws: Aws, first: Deployed) -> Deployed:
 
 def test_first_deploy_creates_repository_log_group_and_service(aws: Aws, first: Deployed) -> None:
     env, family = first.env, first.env["TASK_FAMILY"]
-    assert (
-        first.ran.calls_of("aws")[0] == "aws sts get-caller-identity --query Account --output text"
-    )
+    # The repository's URI comes from ECR (create-repository), not from the account id.
+    assert not [call for call in first.ran.calls_of("aws") if call.startswith("aws sts ")]
     [repository] = aws.ecr.describe_repositories(repositoryNames=[env["ECR_REPOSITORY"]])[
         "repositories"
     ]
     assert repository["imageTagMutability"] == "IMMUTABLE"
+    assert "warning" not in first.ran.stderr
     [group] = aws.logs.describe_log_groups(logGroupNamePrefix=f"/ecs/{family}")["logGroups"]
     assert (group["logGroupName"], group.get("retentionInDays")) == (f"/ecs/{family}", 30)
 
     service = first.service
-    assert revision(service) == f"{family}:1"
+    assert revision(service["taskDefinition"]) == f"{family}:1"
     assert (service["desiredCount"], service["launchType"]) == (1, "FARGATE")
     network = service["networkConfiguration"]["awsvpcConfiguration"]
     assert network["subnets"] == aws.subnets.split(",")
@@ -197,13 +187,23 @@ def test_first_deploy_builds_and_pushes_the_image_it_deploys(aws: Aws, first: De
     definition = task_definition(aws, f"{first.env['TASK_FAMILY']}:1")
     images = {c["image"] for c in definition["containerDefinitions"]}
     [image] = images
+    [repository] = aws.ecr.describe_repositories(repositoryNames=[first.env["ECR_REPOSITORY"]])[
+        "repositories"
+    ]
+    assert re.fullmatch(rf"{re.escape(repository['repositoryUri'])}:\d{{14}}", image)
     assert re.fullmatch(rf"{REGISTRY}/{first.env['ECR_REPOSITORY']}:\d{{14}}", image)
     assert first.ran.calls_of("docker") == [
         f"docker login --username AWS --password-stdin {REGISTRY}",
         f"docker buildx build --platform linux/amd64 --file {ROOT}/Dockerfile --tag {image} "
         f"--push {ROOT}",
     ]
-    assert first.ran.calls_of("make") == []  # SKIP_TESTS=true
+
+
+def test_first_deploy_runs_the_tests_once_before_changing_anything(first: Deployed) -> None:
+    # build.sh is told SKIP_TESTS=true: deploy.sh ran them already.
+    assert first.ran.calls_of("make") == [f"make -C {ROOT} test"]
+    calls = [" ".join(call.split()[:3]) for call in first.ran.calls]
+    assert calls.index(f"make -C {ROOT}") < calls.index("aws ecr create-repository")
 
 
 def test_task_definition_runs_the_api_and_its_worker(aws: Aws, first: Deployed) -> None:
@@ -273,18 +273,20 @@ def test_second_deploy_registers_revision_2_and_its_rollback_works(
     aws: Aws, second: Deployed
 ) -> None:
     family = second.env["TASK_FAMILY"]
-    assert revision(second.service) == f"{family}:2"
+    assert revision(second.service["taskDefinition"]) == f"{family}:2"
     assert second.ran.output("new revision") == f"{family}:2"
     assert second.ran.output("previous revision") == f"{family}:1"
     aws_calls = [" ".join(call.split()[:3]) for call in second.ran.calls_of("aws")]
     assert "aws ecs update-service" in aws_calls
     assert not {"aws ecs create-service", "aws ecr create-repository"} & set(aws_calls)
     assert second.ran.calls_of("docker") == []  # SKIP_BUILD=true builds nothing
+    assert second.ran.calls_of("make") == []  # nor tests anything
+    assert "warning" not in second.ran.stderr  # the repository's tags are IMMUTABLE
 
     rollback = shlex.split(second.ran.output("rollback"))
     subprocess.run(rollback, env=second.env, check=True, capture_output=True, timeout=60)
     # moto keeps the name as given; ECS would answer with the ARN.
-    assert revision(describe_service(aws, second.env)) == f"{family}:1"
+    assert revision(describe_service(aws, second.env)["taskDefinition"]) == f"{family}:1"
 
 
 def test_missing_variables_are_named_together(env: dict[str, str]) -> None:
@@ -319,7 +321,8 @@ def test_an_invalid_task_definition_stops_before_any_aws_call(env: dict[str, str
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(aws: Aws, env: dict[str, str]) -> None:
-    ran = deploy(env, DRY_RUN="true", SKIP_BUILD=None, IMAGE_TAG="v2")
+    # No repository, no AWS_ACCOUNT_ID: the image's registry is the caller's account, from STS.
+    ran = deploy(env, DRY_RUN="true", SKIP_BUILD=None, IMAGE_TAG="v2", AWS_ACCOUNT_ID=None)
 
     assert ran.returncode == 0, ran.stderr
     rendered, end = json.JSONDecoder().raw_decode(ran.stdout)
@@ -332,6 +335,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(aws: Aws, env: dict[str, st
         if line
     ]
     assert planned == [
+        ["make", "-C", str(ROOT)],
         ["aws", "ecr", "create-repository"],
         ["aws", "logs", "create-log-group"],
         ["aws", "logs", "put-retention-policy"],
@@ -340,6 +344,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(aws: Aws, env: dict[str, st
         ["aws", "ecs", "register-task-definition"],
         ["aws", "ecs", "create-service"],
     ]
+    assert "PUSH=true SKIP_TESTS=true" in ran.stdout  # build.sh does not test again
+    assert "aws sts get-caller-identity --query Account --output text" in ran.calls
     assert all(
         call.split()[2].startswith(("describe-", "get-caller-identity"))
         for call in ran.calls_of("aws")
@@ -360,18 +366,51 @@ def test_dry_run_prints_the_plan_and_changes_nothing(aws: Aws, env: dict[str, st
 
 
 def test_worker_mode_service_deploys_the_worker_alone(aws: Aws, first: Deployed) -> None:
-    ran = deploy(first.env, WORKER_MODE="service", IMAGE_TAG="v1")
+    ran = deploy(
+        first.env, WORKER_MODE="service", IMAGE_TAG="v1", SKIP_BUILD=None, SKIP_TESTS="true"
+    )
 
     assert ran.returncode == 0, ran.stderr
     family = f"{first.env['TASK_FAMILY']}-worker"
     service = describe_service(aws, first.env, f"{first.env['ECS_SERVICE']}-worker")
-    assert revision(service) == f"{family}:1"
+    assert revision(service["taskDefinition"]) == f"{family}:1"
     [worker] = task_definition(aws, f"{family}:1")["containerDefinitions"]
     assert (worker["name"], worker["essential"], worker["command"]) == ("worker", True, ["worker"])
     assert worker["stopTimeout"] == 120
     assert "dependsOn" not in worker
     assert worker["logConfiguration"]["options"]["awslogs-stream-prefix"] == "ecs-worker"
     assert ran.output("new revision") == f"{family}:1"
+    assert ran.calls_of("make") == []  # SKIP_TESTS=true
+    assert ran.calls_of("docker")[-1].startswith("docker buildx build")
+
+
+def test_failing_tests_stop_the_deploy_before_any_change(aws: Aws, env: dict[str, str]) -> None:
+    ran = deploy(env, SKIP_BUILD=None, IMAGE_TAG="v3", FAKE_MAKE_STATUS="1")
+
+    assert ran.returncode == 1
+    assert "the tests failed (nothing was changed)" in ran.stderr
+    assert ran.calls_of("make") == [f"make -C {ROOT} test"]
+    assert ran.calls_of("docker") == []
+    assert all(call.split()[2].startswith("describe-") for call in ran.calls_of("aws")), ran.calls
+    repositories = aws.ecr.describe_repositories()["repositories"]
+    assert env["ECR_REPOSITORY"] not in {r["repositoryName"] for r in repositories}
+
+
+def test_a_mutable_repository_is_used_with_a_warning(aws: Aws, env: dict[str, str]) -> None:
+    created = aws.ecr.create_repository(
+        repositoryName=env["ECR_REPOSITORY"], imageTagMutability="MUTABLE"
+    )
+    uri = created["repository"]["repositoryUri"]
+
+    ran = deploy(env, DRY_RUN="true", AWS_ACCOUNT_ID=None)
+
+    assert ran.returncode == 0, ran.stderr
+    assert f"deploy.sh: warning: ECR repository {env['ECR_REPOSITORY']} has MUTABLE" in ran.stderr
+    rendered, _ = json.JSONDecoder().raw_decode(ran.stdout)
+    assert {c["image"] for c in rendered["containerDefinitions"]} == {f"{uri}:v1"}
+    # describe-repositories named the repository's URI: no account id needed.
+    assert not [call for call in ran.calls_of("aws") if call.startswith("aws sts ")]
+    assert "create-repository" not in ran.stdout
 
 
 def test_readme_documents_every_deploy_variable(tmp_path: Path) -> None:

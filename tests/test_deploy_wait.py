@@ -14,8 +14,9 @@ import pytest
 from tests.deploy_support import (
     ACCOUNT_ID,
     REGION,
-    ROLE,
-    SECRET,
+    deploy_config,
+    deployment,
+    described_services,
     install_stand_ins,
     run_script,
     script_env,
@@ -25,7 +26,9 @@ from tests.deploy_support import (
 CANNED_AWS = """printf 'aws %s\\n' "$*" >>"$FAKE_CALLS"
 revisions=arn:aws:ecs:us-east-1:123456789012:task-definition
 case "$1 $2" in
-  "ecr describe-repositories" | "logs describe-log-groups") echo "$CLOUDWATCH_LOG_GROUP" ;;
+  "ecr describe-repositories")
+    printf '%s\\tIMMUTABLE\\n' "$REPOSITORY_URI" ;;
+  "logs describe-log-groups") echo "$CLOUDWATCH_LOG_GROUP" ;;
   "ecs register-task-definition") echo "${revisions}/senso:8" ;;
   "ecs update-service") echo "ecs-svc/8" ;;
   "ecs describe-services")
@@ -38,63 +41,23 @@ case "$1 $2" in
 esac
 """
 
-
-def described(*deployments: dict[str, str], task_definition: str = "senso:8") -> dict[str, Any]:
-    prefix = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task-definition/"
-    return {
-        "services": [
-            {
-                "status": "ACTIVE",
-                "taskDefinition": prefix + task_definition,
-                "desiredCount": 2,
-                "runningCount": 2,
-                "deployments": [
-                    {**d, "taskDefinition": prefix + d["taskDefinition"]} for d in deployments
-                ],
-            }
-        ],
-        "failures": [],
-    }
-
-
-ROLLED_BACK = described(
-    {
-        "id": "ecs-svc/9",
-        "status": "PRIMARY",
-        "taskDefinition": "senso:7",
-        "rolloutState": "COMPLETED",
-    },
-    {
-        "id": "ecs-svc/8",
-        "status": "ACTIVE",
-        "taskDefinition": "senso:8",
-        "rolloutState": "FAILED",
-        "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start.",
-    },
-    task_definition="senso:7",
+ROLLED_BACK = described_services(
+    deployment("ecs-svc/9", "PRIMARY", "senso:7", "COMPLETED"),
+    deployment(
+        "ecs-svc/8",
+        "ACTIVE",
+        "senso:8",
+        "FAILED",
+        reason="ECS deployment circuit breaker: tasks failed to start.",
+    ),
+    runs="senso:7",
 )
-ROLLBACK_DONE = described(
-    {
-        "id": "ecs-svc/9",
-        "status": "PRIMARY",
-        "taskDefinition": "senso:7",
-        "rolloutState": "COMPLETED",
-    },
-    task_definition="senso:7",
+ROLLBACK_DONE = described_services(
+    deployment("ecs-svc/9", "PRIMARY", "senso:7", "COMPLETED"), runs="senso:7"
 )
-STUCK = described(
-    {
-        "id": "ecs-svc/8",
-        "status": "PRIMARY",
-        "taskDefinition": "senso:8",
-        "rolloutState": "IN_PROGRESS",
-    },
-    {
-        "id": "ecs-svc/7",
-        "status": "ACTIVE",
-        "taskDefinition": "senso:7",
-        "rolloutState": "COMPLETED",
-    },
+STUCK = described_services(
+    deployment("ecs-svc/8", "PRIMARY", "senso:8", "IN_PROGRESS"),
+    deployment("ecs-svc/7", "ACTIVE", "senso:7", "COMPLETED"),
 )
 
 
@@ -104,25 +67,18 @@ def canned_env(tmp_path: Path) -> dict[str, str]:
     bin_dir = install_stand_ins(tmp_path / "bin", ("docker", "make"))
     write_executable(bin_dir / "aws", CANNED_AWS)
     env = script_env(bin_dir, tmp_path / "calls")
-    return env | {
-        "AWS_REGION": REGION,
-        "AWS_ACCOUNT_ID": ACCOUNT_ID,
-        "ECR_REPOSITORY": "senso",
-        "ECS_CLUSTER": "senso",
-        "ECS_SERVICE": "senso",
-        "ECS_SUBNET_IDS": "subnet-0a1b2c",
-        "ECS_SECURITY_GROUP_IDS": "sg-0a1b2c",
-        "EXECUTION_ROLE_ARN": f"{ROLE}/ecsTaskExecutionRole",
-        "TASK_ROLE_ARN": f"{ROLE}/senso-task",
-        "SQS_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/senso-jobs",
-        "DATABASE_URL_SECRET_ARN": f"{SECRET}:senso/database-AbCdEf",
-        "API_TOKEN_SECRET_ARN": f"{SECRET}:senso/api-token-AbCdEf",
-        "CLOUDWATCH_LOG_GROUP": "/ecs/senso",
-        "SKIP_BUILD": "true",
-        "IMAGE_TAG": "v8",
-        "DESCRIBED_SERVICES": str(tmp_path / "described.json"),
-        "WAIT_POLL_SECONDS": "0.1",
-    }
+    return (
+        env
+        | deploy_config()
+        | {
+            "REPOSITORY_URI": f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/senso",
+            "CLOUDWATCH_LOG_GROUP": "/ecs/senso",
+            "SKIP_BUILD": "true",
+            "IMAGE_TAG": "v8",
+            "DESCRIBED_SERVICES": str(tmp_path / "described.json"),
+            "WAIT_POLL_SECONDS": "0.1",
+        }
+    )
 
 
 @pytest.mark.parametrize(

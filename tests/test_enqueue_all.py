@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from app.db.models import AuditEvent
 from app.evaluations.schedule import Pacer
 from app.settings import Settings
 from tests.factories import create_org, create_partner, expect
+from tests.processes import REPO_ROOT, worker_environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,20 +32,15 @@ class Finished:
 async def enqueue_all(
     settings: Settings, *args: str, env: dict[str, str] | None = None
 ) -> Finished:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "SQS_QUEUE_URL": str(settings.sqs_queue_url),
-        "AWS_ENDPOINT_URL": str(settings.aws_endpoint_url),
-        **(env or {}),
-    }
+    """`senso enqueue-all` with the test's settings; none of the caller's leak in."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "app.cli",
         "enqueue-all",
         *args,
-        env=env,
+        cwd=REPO_ROOT,
+        env=worker_environment(settings, **(env or {})),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

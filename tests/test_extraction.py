@@ -20,6 +20,8 @@ from app.extraction import (
 )
 from app.extraction import domains as domains_module
 from app.extraction.citations import EngineCitationInput
+from app.extraction.document import parse_document
+from app.extraction.matching import mentions
 
 CASES_PATH = Path(__file__).parent / "data" / "extraction_cases.jsonl"
 
@@ -137,6 +139,30 @@ def test_aliases_and_variations_match_like_the_name() -> None:
     org = OrgProfile("Wise", aliases=("TransferWise",))
     extraction = extract(org, "TransferWise, then Wise Payments Ltd", variations=["Wise Payments"])
     assert extraction.mention_count == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Try Coca\u2011Cola or Pepsi.",
+        "coca cola is everywhere.",  # not as its owner capitalises it
+        "COCA COLA, in capitals.",
+        "Coca-Colas",
+        "See [the site](https://coca-cola.com/Coca-Cola) or `Coca-Cola`.",
+        "Coca-\u0301Cola &amp; Coke",
+    ],
+)
+def test_mentions_agrees_with_matching(answer: str) -> None:
+    names = ("Coca-Cola", "Coke")
+    document = parse_document(answer)
+    expected = match_brand(names, answer).mentioned
+    assert mentions(names, document.folded.text) is expected
+
+
+def test_the_extraction_keeps_the_parsed_answer_out_of_its_facts() -> None:
+    extraction = extract(OrgProfile("Acme"), "1. **Acme**")
+    assert extraction.document.answer == "1. **Acme**"
+    assert "document" not in extraction.facts()
 
 
 def test_empty_names_are_ignored() -> None:

@@ -205,3 +205,23 @@ async def test_an_answer_that_is_not_an_answer_is_not_charged_nor_measured(
     assert summary["failed_runs"] == 2
     stats = await run_stats(context, batch["batch_id"])
     assert stats["ledger"] == 4
+
+
+async def test_a_retried_run_keeps_what_its_rejected_answer_cost(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    emulator.state.configure(
+        EmulatorConfig(faults=[Fault(kind="auth_wall", provider="brightdata", times=1)])
+    )
+    _, failed, _ = await _evaluate(api, context, engines=("brightdata_chatgpt",))
+    assert failed["status"] == "failed", failed
+    assert Decimal(failed["cost"]) == Decimal("0.0015")
+
+    # Triggering again resumes the failed batch: the run is asked again and now answers.
+    resumed = expect(await api.post(f"/orgs/{failed['org_id']}/evaluations", json={}), 202)
+    assert resumed["batch_id"] == failed["batch_id"]
+    async with run_worker_task(context):
+        batch = await wait_for_batch(api, failed["batch_id"])
+    assert batch["status"] == "completed", batch
+    assert Decimal(batch["cost"]) == Decimal("0.0030"), "both answers were billed to us"
+    assert batch["charged_runs"] == 1

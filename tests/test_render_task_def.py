@@ -13,31 +13,34 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from tests.deploy_support import ROOT, SCRIPTS, load_script
+from tests.deploy_support import ACCOUNT_ID, REGION, ROOT, SCRIPTS, deploy_config, load_script
 
 renderer = load_script("render_task_def")
-SIDECAR = ROOT / "infra" / "ecs-task-def.json.template"
-WORKER_ALONE = ROOT / "infra" / "ecs-worker-task-def.json.template"
-ENV = {
-    "TASK_FAMILY": "senso",
+TEMPLATE = ROOT / "infra" / "ecs-task-def.json.template"
+# deploy.sh's configuration, with what deploy.sh adds before it renders.
+ENV = deploy_config() | {
     "TASK_CPU": "1024",
     "TASK_MEMORY": "2048",
     "CONTAINER_NAME": "api",
-    "IMAGE_URI": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/senso:20250101120000",
-    "EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
-    "TASK_ROLE_ARN": "arn:aws:iam::123456789012:role/senso-task",
-    "AWS_REGION": "eu-west-1",
-    "SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/senso-jobs",
-    "DATABASE_URL_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf",
-    "API_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tok-AbCdEf",
+    "IMAGE_URI": f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/senso:20250101120000",
     "CLOUDWATCH_LOG_GROUP": "/ecs/senso",
     "CLOUDWATCH_STREAM_PREFIX": "ecs",
 }
 
 
-def rendered(template: Path = SIDECAR, /, **env: str) -> dict[str, Any]:
-    document: dict[str, Any] = renderer.render(json.loads(template.read_text()), ENV | env)
+def rendered(**env: str) -> dict[str, Any]:
+    document: dict[str, Any] = renderer.render(json.loads(TEMPLATE.read_text()), ENV | env)
     return document
+
+
+def render_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "render_task_def.py"), "render", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def problems_of(document: dict[str, Any]) -> list[str]:
@@ -57,12 +60,40 @@ def secrets(container: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: s["valueFrom"] for s in container["secrets"]}
 
 
-@pytest.mark.parametrize("template", [SIDECAR, WORKER_ALONE])
-def test_the_templates_render_into_valid_task_definitions(template: Path) -> None:
-    document = rendered(template)
+def test_the_template_renders_into_a_valid_task_definition() -> None:
+    document = rendered()
 
     assert problems_of(document) == []
     assert "${" not in json.dumps(document)
+
+
+def test_the_worker_alone_is_the_sidecar_worker_made_essential() -> None:
+    sidecar = rendered()
+
+    document = renderer.worker_alone(sidecar)
+
+    assert problems_of(document) == []
+    assert document["family"] == "senso-worker"
+    [alone] = document["containerDefinitions"]
+    assert (alone["name"], alone["essential"], alone["command"]) == ("worker", True, ["worker"])
+    assert "dependsOn" not in alone
+    assert "restartPolicy" not in alone
+    # Everything else is the sidecar task's: the same size, roles, image, environment, logs.
+    kept = {k: v for k, v in worker(sidecar).items() if k not in {"dependsOn", "restartPolicy"}}
+    assert document == sidecar | {
+        "family": "senso-worker",
+        "containerDefinitions": [kept | {"essential": True}],
+    }
+    assert sidecar == rendered(), "the sidecar task definition is left as it was"
+
+
+def test_the_command_line_renders_the_worker_alone() -> None:
+    result = render_command("--worker-alone", str(TEMPLATE), env=ENV)
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["family"] == "senso-worker"
+    assert [c["name"] for c in document["containerDefinitions"]] == ["worker"]
 
 
 def test_values_arrive_as_they_are_never_evaluated() -> None:
@@ -76,13 +107,7 @@ def test_values_arrive_as_they_are_never_evaluated() -> None:
 
 def test_the_command_line_prints_json_any_shell_value_survives(tmp_path: Path) -> None:
     awkward = 'it\'s "$(rm -rf /)" \\ ${X}'
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "render_task_def.py"), "render", str(SIDECAR)],
-        env=ENV | {"SENSO_OPENAI_MODEL": awkward},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = render_command(str(TEMPLATE), env=ENV | {"SENSO_OPENAI_MODEL": awkward})
 
     assert result.returncode == 0, result.stderr
     api, worker = json.loads(result.stdout)["containerDefinitions"]
@@ -93,7 +118,7 @@ def test_every_missing_variable_is_named() -> None:
     env = {k: v for k, v in ENV.items() if k not in {"IMAGE_URI", "TASK_ROLE_ARN"}}
 
     with pytest.raises(renderer.TaskDefinitionError) as raised:
-        renderer.render(json.loads(SIDECAR.read_text()), env)
+        renderer.render(json.loads(TEMPLATE.read_text()), env)
 
     assert raised.value.problems == ["variables not set: IMAGE_URI, TASK_ROLE_ARN"]
 
@@ -286,13 +311,7 @@ def test_the_command_line_lists_every_problem_and_exits_2(tmp_path: Path) -> Non
     template = tmp_path / "broken.json.template"
     template.write_text(json.dumps(document))
 
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "render_task_def.py"), "render", str(template)],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = render_command(str(template), env=ENV)
 
     assert result.returncode == 2
     assert result.stdout == ""

@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Literal, Protocol
 
 Sentiment = Literal["positive", "neutral", "negative"]
-SENTIMENTS: tuple[Sentiment, ...] = ("positive", "neutral", "negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +23,9 @@ class VariationResult:
 @dataclass(frozen=True, slots=True)
 class AnswerAnalysis:
     competitors: tuple[str, ...]  # normalised, in order of first appearance, never the org
-    sentiment: Sentiment | None  # towards the org; None when the org is not mentioned
+    # Towards the org; None when the org is not mentioned. An analyst may judge the tone of a
+    # negated mention too: merge.judged_mention drops it, the one place that rule is applied.
+    sentiment: Sentiment | None
     negated: bool  # the org is named only to say nothing is known about it
     model: str
     input_tokens: int

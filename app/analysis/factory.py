@@ -9,7 +9,7 @@ import openai
 from app.analysis.base import Analyst
 from app.analysis.llm import LlmAnalyst, LlmConfig
 from app.analysis.simulated import SimulatedAnalyst
-from app.engines.openai_transport import rate_limited_http_client
+from app.engines.openai_clients import OpenAIProvider, openai_client
 from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
@@ -44,36 +44,21 @@ def create_analyst(settings: Settings, limiter: RateLimiter) -> Analyst:
     return LlmAnalyst(_client(settings, provider, limiter), config)
 
 
-def _client(settings: Settings, provider: Provider, limiter: RateLimiter) -> openai.AsyncOpenAI:
+def _client(
+    settings: Settings, provider: OpenAIProvider, limiter: RateLimiter
+) -> openai.AsyncOpenAI:
     timeout = settings.analysis_timeout_seconds
-    limit = call_limit(
-        max_concurrency=settings.analysis_max_concurrency,
-        requests_per_minute=settings.analysis_requests_per_minute,
-        burst=settings.rate_limit_burst,
-        timeout_seconds=timeout,
-    )
-    http_client = rate_limited_http_client(limiter, LIMITER_NAME, limit)
-    if provider == "openai":
-        if settings.openai_api_key is None:
-            raise ValueError("ANALYSIS_PROVIDER=openai needs OPENAI_API_KEY")
-        return openai.AsyncOpenAI(
-            api_key=settings.openai_api_key.get_secret_value(),
-            base_url=settings.openai_base_url,
-            timeout=timeout,
-            max_retries=0,
-            http_client=http_client,
-        )
-    if settings.azure_openai_api_key is None or not settings.azure_openai_endpoint:
-        raise ValueError(
-            "ANALYSIS_PROVIDER=azure_openai needs AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT"
-        )
-    # No deployment is fixed here: the model named in each call (ANALYSIS_MODEL) is the
-    # deployment the client addresses.
-    return openai.AsyncAzureOpenAI(
-        api_key=settings.azure_openai_api_key.get_secret_value(),
-        azure_endpoint=settings.azure_openai_endpoint,
-        api_version=settings.azure_openai_api_version,
+    # No Azure deployment is fixed here: ANALYSIS_MODEL, named in each call, is the deployment.
+    return openai_client(
+        settings,
+        provider,
+        limiter=limiter,
+        limiter_name=LIMITER_NAME,
+        limit=call_limit(
+            max_concurrency=settings.analysis_max_concurrency,
+            requests_per_minute=settings.analysis_requests_per_minute,
+            burst=settings.rate_limit_burst,
+            timeout_seconds=timeout,
+        ),
         timeout=timeout,
-        max_retries=0,
-        http_client=http_client,
     )

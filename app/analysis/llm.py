@@ -37,7 +37,7 @@ from app.analysis.prompts import (
 from app.engines.backoff import backoff_seconds
 from app.engines.base import EngineError
 from app.engines.costs import token_cost
-from app.engines.failures import connection_error, error_from_response, timeout_error
+from app.engines.openai_clients import openai_failures
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class LlmAnalyst:
             competitors=normalise_competitors(
                 reply.competitors, (org_name, *variations), tracked_competitors
             ),
-            sentiment=None if reply.negated else reply.sentiment,
+            sentiment=reply.sentiment,
             negated=reply.negated,
             model=usage.model,
             input_tokens=usage.input_tokens,
@@ -168,23 +168,13 @@ class LlmAnalyst:
         messages: list[ChatCompletionMessageParam],
         response_format: ResponseFormatJSONSchema,
     ) -> ChatCompletion:
-        provider = self._config.provider
-        try:
+        with openai_failures(self._config.provider, self._config.timeout_seconds):
             return await self._client.chat.completions.create(
                 model=self._config.model,
                 messages=messages,
                 response_format=response_format,
                 temperature=0,
             )
-        except openai.APITimeoutError:
-            raise timeout_error(provider, self._config.timeout_seconds) from None
-        except openai.APIConnectionError as exc:
-            raise connection_error(provider, exc) from None
-        except openai.APIStatusError as exc:
-            response = exc.response
-            raise error_from_response(
-                provider, exc.status_code, response.headers, response.content
-            ) from None
 
     def _usage(self, completion: ChatCompletion) -> _Usage:
         usage = completion.usage

@@ -18,7 +18,7 @@ from app.analysis.base import AnalysisError, Analyst, AnswerAnalysis, Sentiment
 from app.analysis.names import name_key
 from app.engines.base import BrandContext
 from app.extraction import BrandMatch
-from app.extraction.document import parse_document
+from app.extraction.document import Document
 from app.extraction.matching import match_document
 
 logger = logging.getLogger(__name__)
@@ -56,17 +56,23 @@ class NamedCompetitor:
     source: CompetitorSource  # tracked: configured and matched; analysis: named by the analyst
 
 
+def other_names(brand: BrandContext, variations: Sequence[str]) -> tuple[str, ...]:
+    """The org's aliases and name variations, each once and never the name: what an analyst
+    is told besides the name."""
+    return tuple(dict.fromkeys(n for n in (*brand.aliases, *variations) if n != brand.name))
+
+
 async def analyse(
     analyst: Analyst,
     question: str,
     answer: str,
     brand: BrandContext,
-    variations: Sequence[str],
+    org_other_names: Sequence[str],
 ) -> AnalysisOutcome:
-    other_names = dict.fromkeys(n for n in (*brand.aliases, *variations) if n != brand.name)
+    """org_other_names: `other_names(brand, variations)`."""
     try:
         analysis = await analyst.analyse_answer(
-            question, answer, brand.name, tuple(other_names), brand.competitors
+            question, answer, brand.name, org_other_names, brand.competitors
         )
     except AnalysisError as exc:
         logger.warning(
@@ -79,18 +85,23 @@ async def analyse(
 def judged_mention(
     mentioned: bool, analysis: AnswerAnalysis | None
 ) -> tuple[Sentiment | None, bool]:
-    """(sentiment, negated) of the org's mention; neither means anything without a mention."""
+    """(sentiment, negated) of the org's mention; neither means anything without a mention.
+
+    The one place the negation rule is applied, whichever analyst judged: a negated mention
+    says nothing about the org, so it has no sentiment.
+    """
     if analysis is None or not mentioned:
         return None, False
     return (None if analysis.negated else analysis.sentiment), analysis.negated
 
 
 def named_competitors(
-    answer: str,
+    document: Document,
     tracked_found: Sequence[tuple[str, BrandMatch]],
     analysis: AnswerAnalysis | None,
 ) -> list[NamedCompetitor]:
-    """Tracked competitors matched in the answer, then those only the analyst named.
+    """Tracked competitors matched in the answer (`document`, as extraction parsed it), then
+    those only the analyst named.
 
     An analyst-named competitor is located by matching when its name appears as written;
     otherwise (a paraphrase, another spelling) it is counted once, at no position.
@@ -104,7 +115,6 @@ def named_competitors(
     if analysis is None:
         return named
     present = {name_key(competitor.name) for competitor in named}
-    document = parse_document(answer)
     for name in analysis.competitors:
         if name_key(name) in present:
             continue

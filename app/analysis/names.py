@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Iterable, Sequence
 
 from app.extraction.folding import fold
+from app.extraction.matching import NAME_SEPARATORS_RE
 
 MAX_COMPETITORS = 20
 MAX_VARIATIONS = 20
 MAX_NAME_LENGTH = 200  # the width of the name columns
 _MIN_VARIATION_LENGTH = 2
 
-_SEPARATORS_RE = re.compile(r"[\s\-\u2010\u2011]+")
 # Markdown emphasis, quotes and list punctuation models leave around a name.
 _WRAPPING = " \t\r\n*_`\"'“”‘’.,;:()[]"
 
@@ -29,7 +28,7 @@ def clean_name(raw: str) -> str:
 def name_key(name: str) -> str:
     """Equal for spellings that differ only in case, diacritics or separators (`Coca-Cola`,
     `coca cola`)."""
-    return " ".join(_SEPARATORS_RE.split(fold(name).casefold())).strip()
+    return " ".join(NAME_SEPARATORS_RE.split(fold(name).casefold())).strip()
 
 
 def normalise_competitors(

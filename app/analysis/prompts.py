@@ -11,27 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app.analysis.base import SENTIMENTS, Sentiment
+from app.analysis.base import Sentiment
 
 NAME_VARIATIONS = "name_variations"
 ANSWER_ANALYSIS = "answer_analysis"
-
-VARIATIONS_SCHEMA: dict[str, object] = {
-    "type": "object",
-    "properties": {"variations": {"type": "array", "items": {"type": "string"}}},
-    "required": ["variations"],
-    "additionalProperties": False,
-}
-ANALYSIS_SCHEMA: dict[str, object] = {
-    "type": "object",
-    "properties": {
-        "competitors": {"type": "array", "items": {"type": "string"}},
-        "sentiment": {"type": ["string", "null"], "enum": [*SENTIMENTS, None]},
-        "negated": {"type": "boolean"},
-    },
-    "required": ["competitors", "sentiment", "negated"],
-    "additionalProperties": False,
-}
 
 VARIATIONS_INSTRUCTIONS = """\
 You list the ways an organisation's name is written in text about it: common short forms, the \
@@ -81,6 +64,11 @@ class AnalysisReply(_Message):
     competitors: list[str]
     sentiment: Sentiment | None
     negated: bool
+
+
+# Strict structured output: every property required, none other allowed (extra="forbid").
+VARIATIONS_SCHEMA: dict[str, object] = VariationsReply.model_json_schema()
+ANALYSIS_SCHEMA: dict[str, object] = AnalysisReply.model_json_schema()
 
 
 def read_task(messages: Iterable[Mapping[str, Any]]) -> VariationsTask | AnswerTask | None:

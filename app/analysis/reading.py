@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from app.analysis.base import Sentiment
 from app.analysis.names import normalise_competitors
 from app.extraction.document import Document, parse_document
 from app.extraction.folding import fold, fold_prose
 from app.extraction.markdown import Fence
-from app.extraction.matching import match_brand, match_document
+from app.extraction.matching import match_document, mentions, name_pattern
 
 _LEAD_NAME_RE = re.compile(
     r"^[ \t]*(?:[-*+]|\d{1,3}[.)])[ \t]+"
@@ -78,13 +79,14 @@ class Reading:
 
 def read_answer(answer: str, org_names: Sequence[str], tracked: Sequence[str]) -> Reading:
     """org_names: the name first, then every other way it is written."""
+    names = tuple(org_names)
     document = parse_document(answer)
-    org = match_document(org_names, document)
-    negated = org.mentioned and not _names(org_names, _without_negations(answer, org_names))
-    competitors = normalise_competitors(_named_brands(document, tracked), org_names, tracked)
+    org = match_document(names, document)
+    negated = org.mentioned and _negated(answer, names)
+    competitors = normalise_competitors(_named_brands(document, tracked), names, tracked)
     if not org.mentioned or negated:
         return Reading(competitors, None, negated)
-    return Reading(competitors, _sentiment(document, org_names), negated=False)
+    return Reading(competitors, _sentiment(document, names), negated=False)
 
 
 def _named_brands(document: Document, tracked: Sequence[str]) -> list[str]:
@@ -103,21 +105,26 @@ def _named_brands(document: Document, tracked: Sequence[str]) -> list[str]:
     return [name for _, name in sorted(found, key=lambda item: item[0])]
 
 
-def _sentiment(document: Document, org_names: Sequence[str]) -> Sentiment:
-    score = sum(_tone(sentence) for sentence in _sentences(document) if _names(org_names, sentence))
+def _sentiment(document: Document, names: tuple[str, ...]) -> Sentiment:
+    score = sum(
+        _tone(sentence) for sentence, prose in _sentences(document) if mentions(names, fold(prose))
+    )
     if score > 0:
         return "positive"
     return "negative" if score < 0 else "neutral"
 
 
-def _sentences(document: Document) -> Iterable[str]:
+def _sentences(document: Document) -> Iterable[tuple[str, str]]:
+    """Each sentence outside code, and its prose: the same span with code and URLs masked."""
     for line in document.markdown.lines:
         if line.fence is Fence.OUTSIDE and not line.is_blank:
-            yield from _SENTENCE_END_RE.split(line.text)
-
-
-def _names(org_names: Sequence[str], sentence: str) -> bool:
-    return match_brand(org_names, sentence).mentioned
+            text = line.text
+            prose = document.markdown.prose[line.start : line.start + len(text)]
+            start = 0
+            for gap in _SENTENCE_END_RE.finditer(text):
+                yield text[start : gap.start()], prose[start : gap.start()]
+                start = gap.end()
+            yield text[start:], prose[start:]
 
 
 def _tone(sentence: str) -> int:
@@ -128,31 +135,32 @@ def _tone(sentence: str) -> int:
     return positives - negatives
 
 
-def _without_negations(answer: str, org_names: Sequence[str]) -> str:
-    """`answer` with every negating phrase (name included) blanked out, offsets kept."""
+def _negated(answer: str, names: tuple[str, ...]) -> bool:
+    """Whether no mention of the org is left once every negating phrase is blanked out."""
     folded = fold_prose(answer)
+    spans = [
+        folded.source_span(*match.span())
+        for pattern in _negation_patterns(names)
+        for match in pattern.finditer(folded.text)
+    ]
+    if not spans:
+        return False
     blanked = list(answer)
-    for pattern in _negation_patterns(org_names):
-        for match in pattern.finditer(folded.text):
-            start, end = folded.source_span(*match.span())
-            blanked[start:end] = " " * (end - start)
-    return "".join(blanked)
+    for start, end in spans:
+        blanked[start:end] = " " * (end - start)
+    return not mentions(names, parse_document("".join(blanked)).folded.text)
 
 
-def _negation_patterns(org_names: Sequence[str]) -> list[re.Pattern[str]]:
-    spellings = sorted({fold(name).strip() for name in org_names if name.strip()}, key=len)
-    if not spellings:
-        return []
-    org = (
-        "(?:"
-        + "|".join(r"[\s\-]+".join(map(re.escape, s.split())) for s in reversed(spellings))
-        + r")(?![^\W_])"
-    )
+@lru_cache(maxsize=256)
+def _negation_patterns(names: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    org = name_pattern(names)  # the org's names exactly as matching finds them
+    if org is None:
+        return ()
     subject = _SUBJECT.format(org=org)
-    return [
+    return tuple(
         re.compile(
             template.format(qualifier=_QUALIFIER, topic=_TOPIC, subject=subject, org=org),
             re.IGNORECASE,
         )
         for template in _NEGATIONS
-    ]
+    )

@@ -14,7 +14,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.emulator.answers import ComposedAnswer, compose_answer, count_tokens
+from app.emulator.answers import (
+    ComposedAnswer,
+    compose_answer,
+    count_tokens,
+    invalid_messages,
+    last_user_text,
+)
 from app.emulator.routing import ProviderRoute, error_response
 from app.emulator.state import EmulatorState
 
@@ -28,7 +34,7 @@ async def messages(state: EmulatorState, request: Request, body: Any) -> Respons
     invalid = _invalid_request(body)
     if invalid is not None:
         return _invalid(invalid)
-    question = _question(body["messages"])
+    question = last_user_text(body["messages"])
     search_tool = _web_search_tool(body.get("tools"))
     location = _tool_country(search_tool) if search_tool is not None else "US"
     composed = await compose_answer(state.config, question, location, "anthropic")
@@ -73,30 +79,11 @@ def _invalid_request(body: Any) -> str | None:
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         return "max_tokens: Field required (an integer of at least 1)"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages: at least one message is required"
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        return "messages: each message must be an object with a 'role'"
-    return None
-
-
-def _question(messages: list[dict[str, Any]]) -> str:
-    user_messages = [m for m in messages if m["role"] == "user"]
-    if not user_messages:
-        return ""
-    content = user_messages[-1].get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            block["text"]
-            for block in content
-            if isinstance(block, dict)
-            and block.get("type") == "text"
-            and isinstance(block.get("text"), str)
-        )
-    return ""
+    return invalid_messages(
+        body.get("messages"),
+        empty="messages: at least one message is required",
+        malformed="messages: each message must be an object with a 'role'",
+    )
 
 
 def _web_search_tool(tools: Any) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +40,7 @@ Record = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
+class Snapshot:
     dataset_id: str
     created: float  # time.monotonic() at trigger
     ready_after: float
@@ -52,19 +51,6 @@ class _Snapshot:
         if time.monotonic() - self.created < self.ready_after:
             return "running"
         return "ready" if self.error_message is None else "failed"
-
-
-# EmulatorState is an unhashable dataclass: its snapshots are kept under its id() and dropped
-# together with it, so two emulators in one process never see each other's snapshots.
-_snapshots_by_state: dict[int, dict[str, _Snapshot]] = {}
-
-
-def _snapshots(state: EmulatorState) -> dict[str, _Snapshot]:
-    key = id(state)
-    if key not in _snapshots_by_state:
-        _snapshots_by_state[key] = {}
-        weakref.finalize(state, _snapshots_by_state.pop, key, None)
-    return _snapshots_by_state[key]
 
 
 def _bad_request(message: str) -> Response:
@@ -100,8 +86,8 @@ async def trigger(state: EmulatorState, request: Request, body: Any) -> Response
     if include_errors == "false":
         records = [record for record in records if "error" not in record]
     snapshot_id = f"s_{uuid.uuid4().hex[:18]}"
-    store = _snapshots(state)
-    store[snapshot_id] = _Snapshot(
+    store = state.snapshots
+    store[snapshot_id] = Snapshot(
         dataset_id=dataset_id,
         created=time.monotonic(),
         ready_after=state.config.snapshot_ready_after_seconds,
@@ -161,8 +147,8 @@ def _answer_fields(
     return fields
 
 
-def _known_snapshot(state: EmulatorState, request: Request) -> _Snapshot | Response:
-    snapshot = _snapshots(state).get(request.path_params["snapshot_id"])
+def _known_snapshot(state: EmulatorState, request: Request) -> Snapshot | Response:
+    snapshot = state.snapshots.get(request.path_params["snapshot_id"])
     if snapshot is None:
         return error_response("brightdata", 404, "not_found", "Snapshot not found")
     return snapshot

@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.emulator.answers import ComposedAnswer, compose_answer, count_tokens
+from app.emulator.answers import (
+    ComposedAnswer,
+    compose_answer,
+    count_tokens,
+    invalid_messages,
+    last_user_text,
+    message_text,
+)
 from app.emulator.config import Provider
 from app.emulator.routing import ProviderRoute, error_response
 from app.emulator.state import EmulatorState
@@ -64,12 +71,12 @@ async def _chat(
     else:
         search = body.get("web_search_options")
         location = _search_country(search) if isinstance(search, dict) else "US"
-        composed = await compose_answer(state.config, _question(messages), location, provider)
+        composed = await compose_answer(state.config, last_user_text(messages), location, provider)
         if isinstance(search, dict):
             content, annotations = _with_inline_citations(composed)
         else:
             content = composed.text
-    prompt_tokens = count_tokens(" ".join(_text(m.get("content")) for m in messages))
+    prompt_tokens = count_tokens(" ".join(message_text(m.get("content")) for m in messages))
     completion_tokens = count_tokens(content)
     return JSONResponse(
         {
@@ -104,32 +111,11 @@ def _invalid_request(body: Any, *, model_required: bool) -> str | None:
         return "The request body must be a JSON object."
     if model_required and not isinstance(body.get("model"), str):
         return "you must provide a model parameter"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty array"
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        return "each message must be an object with a 'role'"
-    return None
-
-
-def _question(messages: list[dict[str, Any]]) -> str:
-    user_messages = [m for m in messages if m["role"] == "user"]
-    return _text(user_messages[-1].get("content")) if user_messages else ""
-
-
-def _text(content: Any) -> str:
-    """A message's content: a string, or a list of parts of which the text ones count."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") == "text"
-            and isinstance(part.get("text"), str)
-        )
-    return ""
+    return invalid_messages(
+        body.get("messages"),
+        empty="'messages' must be a non-empty array",
+        malformed="each message must be an object with a 'role'",
+    )
 
 
 def _search_country(search: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""The emulator's memory: the request log, each key's token bucket and the faults still due."""
+"""The emulator's memory: the request log, each key's token bucket, the faults still due and
+the BrightData snapshots taken."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.emulator.config import EmulatorConfig, Fault, Provider
+
+if TYPE_CHECKING:
+    from app.emulator.brightdata import Snapshot
 
 MAX_LOGGED_REQUESTS = 50_000
 
@@ -56,6 +60,8 @@ class _DueFault:
 class EmulatorState:
     config: EmulatorConfig
     requests: list[LoggedRequest] = field(default_factory=list)
+    # BrightData snapshots by id, oldest first; kept across configure(), like the request log.
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
     _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
     _faults: list[_DueFault] = field(default_factory=list)
     _rng: random.Random = field(default_factory=random.Random)

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
+from app.engines.base import EngineAnswer, EngineCitation, EngineRequest
 from app.engines.costs import COST_QUANTUM, token_cost
-from app.engines.failures import connection_error, error_from_response, timeout_error
+from app.engines.http import send, unreadable
 from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
@@ -80,19 +80,21 @@ class AnthropicEngine:
     async def ask(self, request: EngineRequest) -> EngineAnswer:
         async with self._limiter.slot(self.engine_id, self._limit):
             started = time.monotonic()
-            response = await self._post(self._body(request))
-            latency_ms = round((time.monotonic() - started) * 1000)
-        if not response.is_success:
-            raise error_from_response(
-                self.engine_id, response.status_code, response.headers, response.content
+            response = await send(
+                self._client,
+                self.engine_id,
+                self._timeout,
+                "POST",
+                "/v1/messages",
+                json=self._body(request),
             )
+            latency_ms = round((time.monotonic() - started) * 1000)
         try:
             message = _Message.model_validate_json(response.content)
         except ValidationError as exc:
             where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
-            raise EngineError(
-                f"anthropic: unexpected response shape ({where}: {exc.errors()[0]['msg']})",
-                retryable=False,
+            raise unreadable(
+                self.engine_id, f"unexpected shape ({where}: {exc.errors()[0]['msg']})"
             ) from None
         return self._answer(message, latency_ms)
 
@@ -113,14 +115,6 @@ class AnthropicEngine:
                 }
             ]
         return body
-
-    async def _post(self, body: dict[str, object]) -> httpx.Response:
-        try:
-            return await self._client.post("/v1/messages", json=body)
-        except httpx.TimeoutException:
-            raise timeout_error(self.engine_id, self._timeout) from None
-        except httpx.TransportError as exc:
-            raise connection_error(self.engine_id, exc) from None
 
     def _answer(self, message: _Message, latency_ms: int) -> EngineAnswer:
         settings = self._settings

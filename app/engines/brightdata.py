@@ -26,7 +26,8 @@ from typing import Any, Literal, TypeGuard
 import httpx
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
-from app.engines.failures import connection_error, error_from_response, timeout_error
+from app.engines.failures import timeout_error
+from app.engines.http import json_body, send, unreadable
 from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
@@ -223,35 +224,14 @@ class BrightDataEngine:
             logger.warning("%s: poll failed, polling on: %s", self.engine_id, exc.reason)
             return None
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        json: list[dict[str, str]] | None = None,
-    ) -> httpx.Response:
-        try:
-            response = await self._client.request(method, path, params=params, json=json)
-        except httpx.TimeoutException:
-            raise timeout_error(self.engine_id, self._timeout) from None
-        except httpx.TransportError as exc:
-            raise connection_error(self.engine_id, exc) from exc
-        if response.status_code >= httpx.codes.BAD_REQUEST:
-            raise error_from_response(
-                self.engine_id, response.status_code, response.headers, response.content
-            )
-        return response
+    async def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        return await send(self._client, self.engine_id, self._timeout, method, path, **options)
 
     def _json(self, response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise self._malformed(f"{response.request.url.path} did not answer JSON") from None
+        return json_body(self.engine_id, response)
 
     def _malformed(self, problem: str) -> EngineError:
-        # A reply we cannot read will not read better the second time.
-        return EngineError(f"{self.engine_id}: unreadable reply: {problem}", retryable=False)
+        return unreadable(self.engine_id, problem)
 
     def _deliver(self, batch: list[_Ask], snapshot_id: str, records: list[Any]) -> None:
         by_input = _records_by_input([ask.input for ask in batch], records)

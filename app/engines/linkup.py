@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
-from app.engines.failures import connection_error, error_from_response, timeout_error
+from app.engines.base import EngineAnswer, EngineCitation, EngineRequest
+from app.engines.http import json_body, send, unreadable
 from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
@@ -62,36 +62,19 @@ class LinkupEngine:
         )
 
     async def _search(self, body: dict[str, str]) -> Any:
-        try:
-            response = await self._client.post("/search", json=body)
-        except httpx.TimeoutException:
-            raise timeout_error(ENGINE_ID, self._timeout) from None
-        except httpx.TransportError as exc:
-            raise connection_error(ENGINE_ID, exc) from exc
-        if response.status_code >= 400:
-            raise error_from_response(
-                ENGINE_ID, response.status_code, response.headers, response.content
-            )
-        try:
-            return response.json()
-        except ValueError:
-            raise _malformed("the body is not JSON") from None
+        response = await send(self._client, ENGINE_ID, self._timeout, "POST", "/search", json=body)
+        return json_body(ENGINE_ID, response)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
-def _malformed(problem: str) -> EngineError:
-    # Each retry is billed, and a reply we cannot read will not read better the second time.
-    return EngineError(f"{ENGINE_ID}: unreadable answer: {problem}", retryable=False)
-
-
 def _sourced_answer(document: Any) -> tuple[str, list[Any]]:
     if not isinstance(document, dict) or not isinstance(document.get("answer"), str):
-        raise _malformed("no 'answer' string")
+        raise unreadable(ENGINE_ID, "no 'answer' string")
     sources = document.get("sources") or []
     if not isinstance(sources, list):
-        raise _malformed("'sources' is not a list")
+        raise unreadable(ENGINE_ID, "'sources' is not a list")
     return document["answer"], sources
 
 

@@ -12,13 +12,11 @@ from decimal import Decimal
 import openai
 from openai.types.chat import ChatCompletion
 from openai.types.chat.completion_create_params import WebSearchOptions
-from pydantic import SecretStr
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.costs import token_cost
-from app.engines.failures import connection_error, error_from_response, timeout_error
-from app.engines.openai_transport import rate_limited_http_client
-from app.engines.ratelimit import RateLimit, RateLimiter, call_limit
+from app.engines.openai_clients import openai_client, openai_failures
+from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
 
@@ -58,21 +56,12 @@ class _ChatCompletionsEngine:
                     "approximate": {"country": request.location},
                 }
             }
-        try:
+        with openai_failures(self.engine_id, self._timeout):
             return await self._client.chat.completions.create(
                 model=self._model,
                 messages=[{"role": "user", "content": request.question}],
                 web_search_options=search,
             )
-        except openai.APITimeoutError:
-            raise timeout_error(self.engine_id, self._timeout) from None
-        except openai.APIConnectionError as exc:
-            raise connection_error(self.engine_id, exc) from None
-        except openai.APIStatusError as exc:
-            response = exc.response
-            raise error_from_response(
-                self.engine_id, exc.status_code, response.headers, response.content
-            ) from None
 
     def _answer(self, completion: ChatCompletion, latency_ms: int) -> EngineAnswer:
         if not completion.choices:
@@ -121,42 +110,24 @@ def _citations(completion: ChatCompletion) -> tuple[EngineCitation, ...]:
     return tuple(found.values())
 
 
-def _slot_limit(settings: Settings, max_concurrency: int, rpm: int, timeout: float) -> RateLimit:
-    return call_limit(
-        max_concurrency=max_concurrency,
-        requests_per_minute=rpm,
-        burst=settings.rate_limit_burst,
-        timeout_seconds=timeout,
-    )
-
-
-def _required_key(key: SecretStr | None, variable: str) -> str:
-    if key is None:
-        raise ValueError(f"{variable} is not set")
-    return key.get_secret_value()
-
-
 class OpenAIEngine(_ChatCompletionsEngine):
     engine_id = "openai"
 
     def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
         timeout = settings.openai_timeout_seconds
         super().__init__(
-            openai.AsyncOpenAI(
-                api_key=_required_key(settings.openai_api_key, "OPENAI_API_KEY"),
-                base_url=settings.openai_base_url,
-                timeout=timeout,
-                max_retries=0,
-                http_client=rate_limited_http_client(
-                    limiter,
-                    self.engine_id,
-                    _slot_limit(
-                        settings,
-                        settings.openai_max_concurrency,
-                        settings.openai_requests_per_minute,
-                        timeout,
-                    ),
+            openai_client(
+                settings,
+                "openai",
+                limiter=limiter,
+                limiter_name=self.engine_id,
+                limit=call_limit(
+                    max_concurrency=settings.openai_max_concurrency,
+                    requests_per_minute=settings.openai_requests_per_minute,
+                    burst=settings.rate_limit_burst,
+                    timeout_seconds=timeout,
                 ),
+                timeout=timeout,
             ),
             model=settings.openai_model,
             web_search=settings.openai_web_search,
@@ -172,28 +143,22 @@ class AzureOpenAIEngine(_ChatCompletionsEngine):
     engine_id = "azure_openai"
 
     def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
-        if not settings.azure_openai_endpoint:
-            raise ValueError("AZURE_OPENAI_ENDPOINT is not set")
         timeout = settings.azure_openai_timeout_seconds
         deployment = settings.azure_openai_deployment
         super().__init__(
-            openai.AsyncAzureOpenAI(
-                api_key=_required_key(settings.azure_openai_api_key, "AZURE_OPENAI_API_KEY"),
-                azure_endpoint=settings.azure_openai_endpoint,
-                azure_deployment=deployment,
-                api_version=settings.azure_openai_api_version,
-                timeout=timeout,
-                max_retries=0,
-                http_client=rate_limited_http_client(
-                    limiter,
-                    self.engine_id,
-                    _slot_limit(
-                        settings,
-                        settings.azure_openai_max_concurrency,
-                        settings.azure_openai_requests_per_minute,
-                        timeout,
-                    ),
+            openai_client(
+                settings,
+                "azure_openai",
+                limiter=limiter,
+                limiter_name=self.engine_id,
+                limit=call_limit(
+                    max_concurrency=settings.azure_openai_max_concurrency,
+                    requests_per_minute=settings.azure_openai_requests_per_minute,
+                    burst=settings.rate_limit_burst,
+                    timeout_seconds=timeout,
                 ),
+                timeout=timeout,
+                azure_deployment=deployment,
             ),
             model=deployment,
             web_search=False,

@@ -25,6 +25,7 @@ from app.engines.base import (
     EngineError,
     EngineRequest,
 )
+from app.engines.costs import token_cost
 
 ENGINE_IDS: tuple[str, ...] = (
     "openai",
@@ -40,8 +41,6 @@ _LATENCY_JITTER = 0.25
 # Real engines bill a system prompt and chat framing on top of the question itself.
 _PROMPT_OVERHEAD_TOKENS = 12
 _CHARS_PER_TOKEN = 4
-_COST_QUANTUM = Decimal("0.000001")
-_TOKENS_PER_PRICE_UNIT = 1000
 # A float holds 53 bits exactly: more could round a draw up to 1.0, and rate 1 must always fail.
 _FAILURE_DRAW_BITS = 53
 _FAILURE_DRAW_SPACE = 1 << _FAILURE_DRAW_BITS
@@ -130,8 +129,8 @@ class _Style:
     """How one engine tends to write, so answers differ recognisably between engines."""
 
     model: str
-    input_price_per_1k: Decimal
-    output_price_per_1k: Decimal
+    input_price_per_mtok: Decimal
+    output_price_per_mtok: Decimal
     returns_citations: bool
     numbers_sources: bool
     separator: str
@@ -143,8 +142,8 @@ class _Style:
 _STYLES: dict[str, _Style] = {
     "openai": _Style(
         model="simulated-gpt-4o",
-        input_price_per_1k=Decimal("0.0025"),
-        output_price_per_1k=Decimal("0.0100"),
+        input_price_per_mtok=Decimal("2.5"),
+        output_price_per_mtok=Decimal("10"),
         returns_citations=False,
         numbers_sources=False,
         separator=" \u2013 ",
@@ -154,8 +153,8 @@ _STYLES: dict[str, _Style] = {
     ),
     "azure_openai": _Style(
         model="simulated-azure-gpt-4o",
-        input_price_per_1k=Decimal("0.0025"),
-        output_price_per_1k=Decimal("0.0100"),
+        input_price_per_mtok=Decimal("2.5"),
+        output_price_per_mtok=Decimal("10"),
         returns_citations=False,
         numbers_sources=False,
         separator=": ",
@@ -165,8 +164,8 @@ _STYLES: dict[str, _Style] = {
     ),
     "anthropic": _Style(
         model="simulated-claude-sonnet",
-        input_price_per_1k=Decimal("0.0030"),
-        output_price_per_1k=Decimal("0.0150"),
+        input_price_per_mtok=Decimal("3"),
+        output_price_per_mtok=Decimal("15"),
         returns_citations=True,
         numbers_sources=False,
         separator=" — ",
@@ -176,8 +175,8 @@ _STYLES: dict[str, _Style] = {
     ),
     "brightdata_chatgpt": _Style(
         model="simulated-chatgpt-web",
-        input_price_per_1k=Decimal("0.0015"),
-        output_price_per_1k=Decimal("0.0015"),
+        input_price_per_mtok=Decimal("1.5"),
+        output_price_per_mtok=Decimal("1.5"),
         returns_citations=True,
         numbers_sources=False,
         separator=" \u2013 ",
@@ -187,8 +186,8 @@ _STYLES: dict[str, _Style] = {
     ),
     "brightdata_perplexity": _Style(
         model="simulated-perplexity-sonar",
-        input_price_per_1k=Decimal("0.0010"),
-        output_price_per_1k=Decimal("0.0010"),
+        input_price_per_mtok=Decimal("1"),
+        output_price_per_mtok=Decimal("1"),
         returns_citations=True,
         numbers_sources=True,
         separator=": ",
@@ -198,8 +197,8 @@ _STYLES: dict[str, _Style] = {
     ),
     "linkup": _Style(
         model="simulated-linkup-standard",
-        input_price_per_1k=Decimal("0.0005"),
-        output_price_per_1k=Decimal("0.0015"),
+        input_price_per_mtok=Decimal("0.5"),
+        output_price_per_mtok=Decimal("1.5"),
         returns_citations=True,
         numbers_sources=False,
         separator=" - ",
@@ -260,7 +259,12 @@ class SimulatedEngine:
             model=self._style.model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost=_cost(self._style, input_tokens, output_tokens),
+            cost=token_cost(
+                input_tokens,
+                output_tokens,
+                self._style.input_price_per_mtok,
+                self._style.output_price_per_mtok,
+            ),
             latency_ms=round((time.perf_counter() - started) * 1000),
             simulated=True,
             raw={"simulated": True, "seed": seed[:16].hex(), "engine_id": self.engine_id},
@@ -285,11 +289,6 @@ def _draw_failure(request: EngineRequest, engine_id: str) -> float:
 def _jittered_seconds(latency_ms: int, rng: random.Random) -> float:
     factor = 1 + rng.uniform(-_LATENCY_JITTER, _LATENCY_JITTER)
     return latency_ms * factor / 1000
-
-
-def _cost(style: _Style, input_tokens: int, output_tokens: int) -> Decimal:
-    raw = input_tokens * style.input_price_per_1k + output_tokens * style.output_price_per_1k
-    return (raw / _TOKENS_PER_PRICE_UNIT).quantize(_COST_QUANTUM)
 
 
 def _compose(

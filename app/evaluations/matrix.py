@@ -11,6 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +46,7 @@ class Subject:
     brand: BrandContext
     profile: OrgProfile
     variations: tuple[str, ...]
+    other_names: tuple[str, ...]  # aliases and variations as the analyst is told them
     own_domains: frozenset[str]  # registrable domains of the org's websites
 
 
@@ -54,6 +56,10 @@ class ClaimedRun:
     question: str
     engine_id: str
     location: str
+    earlier_cost: Decimal | None  # billed to us by earlier claims (a rejected answer, a resume)
+
+    def cost_with(self, cost: Decimal) -> Decimal:
+        return (self.earlier_cost or Decimal(0)) + cost
 
 
 class MatrixRunner:
@@ -137,6 +143,7 @@ class MatrixRunner:
                         QuestionRun.question_text,
                         QuestionRun.engine_id,
                         QuestionRun.location,
+                        QuestionRun.cost,
                     )
                 )
             ).first()
@@ -156,9 +163,8 @@ class MatrixRunner:
                 answer = await engine.ask(request)
             except EngineError as exc:
                 if not exc.retryable or attempt == max_attempts:
-                    await self._fail(run, f"{exc.reason} (after {attempt} attempt(s))")
+                    await self._fail(run, f"{exc.reason} (after {attempt} attempt(s))", attempt)
                     return
-                await self._count_retry(run)
                 await asyncio.sleep(
                     backoff_seconds(
                         attempt,
@@ -170,12 +176,12 @@ class MatrixRunner:
                 continue
             invalid = invalid_answer_reason(answer.text, run.question)
             if invalid is not None:
-                await self._fail(run, f"invalid_answer: {invalid}", answer)
+                await self._fail(run, f"invalid_answer: {invalid}", attempt, answer)
                 return
-            await self._complete(run, answer)
+            await self._complete(run, answer, attempt)
             return
 
-    async def _complete(self, run: ClaimedRun, answer: EngineAnswer) -> None:
+    async def _complete(self, run: ClaimedRun, answer: EngineAnswer, calls: int) -> None:
         subject = self._subject
         extraction = extract(
             subject.profile,
@@ -185,12 +191,13 @@ class MatrixRunner:
             subject.brand.competitors,
         )
         outcome = await self._analyse(run, answer)
+        rows = _result_rows(run.id, extraction, outcome, subject)
         async with self._context.sessions() as session:
-            if not await self._store_answer(session, run, answer, outcome):
+            if not await self._store_answer(session, run, answer, outcome, calls):
                 await session.rollback()
                 logger.warning("run lease lost; its answer is dropped", extra={"run_id": run.id})
                 return
-            session.add_all(_result_rows(run.id, answer.text, extraction, outcome, subject))
+            session.add_all(rows)
             await session.commit()
 
     async def _analyse(self, run: ClaimedRun, answer: EngineAnswer) -> AnalysisOutcome | None:
@@ -199,7 +206,7 @@ class MatrixRunner:
             return None
         subject = self._subject
         return await analyse(
-            self._context.analyst, run.question, answer.text, subject.brand, subject.variations
+            self._context.analyst, run.question, answer.text, subject.brand, subject.other_names
         )
 
     async def _store_answer(
@@ -208,6 +215,7 @@ class MatrixRunner:
         run: ClaimedRun,
         answer: EngineAnswer,
         outcome: AnalysisOutcome | None,
+        calls: int,
     ) -> bool:
         raw: dict[str, object] = {
             **answer.raw,
@@ -230,7 +238,8 @@ class MatrixRunner:
                 raw_response=raw,
                 input_tokens=answer.input_tokens,
                 output_tokens=answer.output_tokens,
-                cost=cost,
+                cost=run.cost_with(cost),
+                attempts=_with_retries(calls),
                 latency_ms=answer.latency_ms,
                 simulated=answer.simulated,
                 error=None,
@@ -240,34 +249,36 @@ class MatrixRunner:
         )
         return rows_affected(stored) > 0
 
-    async def _fail(self, run: ClaimedRun, reason: str, answer: EngineAnswer | None = None) -> None:
+    async def _fail(
+        self, run: ClaimedRun, reason: str, calls: int = 1, answer: EngineAnswer | None = None
+    ) -> None:
         """A failed run is never charged nor measured; a rejected answer is kept to inspect,
-        with what the provider billed for it, which the batch's engine cost includes."""
+        with what the provider billed for it, which the batch's cost includes."""
         kept = (
             {}
             if answer is None
-            else {"answer_text": answer.text, "model": answer.model, "cost": answer.cost}
+            else {
+                "answer_text": answer.text,
+                "model": answer.model,
+                "cost": run.cost_with(answer.cost),
+            }
         )
         async with self._context.sessions() as session:
             await session.execute(
                 update(QuestionRun)
                 .where(self._still_ours(run))
-                .values(status=RunStatus.FAILED, error=reason[:2000], lease_expires_at=None, **kept)
+                .values(
+                    status=RunStatus.FAILED,
+                    error=reason[:2000],
+                    lease_expires_at=None,
+                    attempts=_with_retries(calls),
+                    **kept,
+                )
             )
             await session.commit()
         logger.warning(
             "run failed", extra={"run_id": run.id, "engine": run.engine_id, "error": reason}
         )
-
-    async def _count_retry(self, run: ClaimedRun) -> None:
-        """`attempts` counts engine calls: the claim counted the first, each retry adds one."""
-        async with self._context.sessions() as session:
-            await session.execute(
-                update(QuestionRun)
-                .where(self._still_ours(run))
-                .values(attempts=QuestionRun.attempts + 1)
-            )
-            await session.commit()
 
     def _still_ours(self, run: ClaimedRun) -> ColumnElement[bool]:
         return and_(
@@ -326,9 +337,13 @@ class MatrixRunner:
             await session.commit()
 
 
+def _with_retries(calls: int) -> ColumnElement[int]:
+    """`attempts` counts engine calls: the claim counted the first of this claim's `calls`."""
+    return QuestionRun.attempts + (calls - 1)
+
+
 def _result_rows(
     run_id: uuid.UUID,
-    answer: str,
     extraction: Extraction,
     outcome: AnalysisOutcome | None,
     subject: Subject,
@@ -357,7 +372,7 @@ def _result_rows(
             first_position=competitor.first_offset,
             source=competitor.source,
         )
-        for competitor in named_competitors(answer, extraction.competitors, analysis)
+        for competitor in named_competitors(extraction.document, extraction.competitors, analysis)
     )
     rows.extend(
         RunCitation(

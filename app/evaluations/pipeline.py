@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
+from app.analysis.merge import other_names
 from app.analysis.variations import load_variations
 from app.audit import record_audit
 from app.context import AppContext
@@ -134,15 +135,17 @@ async def start_batch(context: AppContext, batch: EvaluationBatch) -> None:
 async def load_subject(context: AppContext, org: Org) -> Subject:
     """What the runs are analysed against, name variations included (cached per org)."""
     variations = await load_variations(context.sessions, context.analyst, org)
+    brand = BrandContext(
+        name=org.name,
+        aliases=tuple(org.aliases),
+        domains=tuple(org.domains),
+        competitors=tuple(org.competitors),
+    )
     return Subject(
-        brand=BrandContext(
-            name=org.name,
-            aliases=tuple(org.aliases),
-            domains=tuple(org.domains),
-            competitors=tuple(org.competitors),
-        ),
+        brand=brand,
         profile=OrgProfile(name=org.name, aliases=tuple(org.aliases), domains=tuple(org.domains)),
         variations=variations,
+        other_names=other_names(brand, variations),
         own_domains=frozenset(
             d for d in (registrable_domain(domain) for domain in org.domains) if d
         ),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.extraction.citations import Citation, EngineCitationInput, collect_citations
-from app.extraction.document import parse_document
+from app.extraction.document import Document, parse_document
 from app.extraction.domains import registrable_domain
 from app.extraction.matching import BrandMatch, match_document
 
@@ -28,6 +28,8 @@ class Extraction:
     citations: tuple[Citation, ...]
     cited_domains: tuple[str, ...]
     org_cited: bool
+    # The answer as parsed, for whatever else is matched in it; not one of the facts.
+    document: Document = field(repr=False, compare=False)
     competitors: tuple[tuple[str, BrandMatch], ...] = ()  # the tracked ones the answer names
 
     def facts(self) -> dict[str, object]:
@@ -69,5 +71,6 @@ def extract(
         citations=citations,
         cited_domains=tuple(cited_domains),
         org_cited=not org_domains.isdisjoint(cited_domains),
+        document=document,
         competitors=named,
     )

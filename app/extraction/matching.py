@@ -6,6 +6,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from app.extraction.document import Document, parse_document
 from app.extraction.folding import fold
@@ -14,7 +15,8 @@ from app.extraction.lists import item_positions
 # Inside a name, one hyphen or one run of spaces (at most one line break: a soft wrap, not a new
 # paragraph) stands for any separator, so `Coca Cola` = `Coca-Cola` but `Coca\n- Cola` is not.
 _SEPARATOR = r"(?:[\-\u2010\u2011]|[^\S\n]*+\n[^\S\n]*+|[^\S\n]++)"
-_NAME_SEPARATORS_RE = re.compile(r"[\s\-\u2010\u2011]+")
+# What separates a name's words when names are compared: `Coca-Cola` = `Coca Cola`.
+NAME_SEPARATORS_RE = re.compile(r"[\s\-\u2010\u2011]+")
 # Boundaries are "no letter or digit" rather than `\b`, so `_Acme_` and `C++` match as written.
 _NOT_AFTER_ALNUM = r"(?<![^\W_])"
 # The only suffix allowed is a possessive 's: `Ramp's` matches, `Ramps` and `Ramp'd` do not.
@@ -41,7 +43,7 @@ class _NamePattern:
 
     def occurrences(self, text: str) -> Iterable[tuple[int, int]]:
         for match in self.regex.finditer(text):
-            written = _NAME_SEPARATORS_RE.sub("", match.group())
+            written = NAME_SEPARATORS_RE.sub("", match.group())
             if written == self.key or written == written.upper():
                 yield match.span()
 
@@ -53,29 +55,59 @@ def match_brand(names: Sequence[str], answer: str) -> BrandMatch:
 
 def match_document(names: Sequence[str], document: Document) -> BrandMatch:
     folded = document.folded
-    patterns = _compile(names)
+    patterns = _compile(tuple(names))
     candidates = [span for pattern in patterns for span in pattern.occurrences(folded.text)]
-    mentions = [folded.source_span(start, end) for start, end in _non_overlapping(candidates)]
-    if not mentions:
+    found = [folded.source_span(start, end) for start, end in _non_overlapping(candidates)]
+    if not found:
         return BrandMatch(0, None, None, None)
-    first_start, first_end = document.decoded.source_span(*mentions[0])
+    first_start, first_end = document.decoded.source_span(*found[0])
     return BrandMatch(
-        mention_count=len(mentions),
-        list_position=_first_list_position(document, [start for start, _ in mentions]),
+        mention_count=len(found),
+        list_position=_first_list_position(document, [start for start, _ in found]),
         first_offset=first_start,
         snippet=_snippet(document.answer, first_start, first_end),
     )
 
 
-def _compile(names: Iterable[str]) -> list[_NamePattern]:
-    patterns: dict[tuple[str, ...], _NamePattern] = {}
+def mentions(names: Sequence[str], folded: str) -> bool:
+    """Whether `folded` (text already `fold`ed, as `Document.folded` is) names the brand: what
+    `match_document(...).mentioned` says of a document whose folded prose it is."""
+    for pattern in _compile(tuple(names)):
+        for _ in pattern.occurrences(folded):
+            return True
+    return False
+
+
+def name_pattern(names: Iterable[str]) -> str | None:
+    """A regex, to compile with `re.IGNORECASE`, for any of `names` written as matching finds it
+    in folded text, in any capitalisation; longer names first, so that one never stops short at
+    an alias it starts with. None when no name has anything to match."""
+    longest_first = sorted(_token_sets(names), key=lambda tokens: -len("".join(tokens)))
+    if not longest_first:
+        return None
+    return "(?:" + "|".join(map(_regex_source, longest_first)) + ")"
+
+
+@lru_cache(maxsize=1024)
+def _compile(names: tuple[str, ...]) -> tuple[_NamePattern, ...]:
+    return tuple(
+        _NamePattern(re.compile(_regex_source(tokens), re.IGNORECASE), "".join(tokens))
+        for tokens in _token_sets(names)
+    )
+
+
+def _token_sets(names: Iterable[str]) -> list[tuple[str, ...]]:
+    """Each name's folded words, once per distinct spelling, skipping names without any."""
+    token_sets: dict[tuple[str, ...], None] = {}
     for name in names:
-        tokens = tuple(token for token in _NAME_SEPARATORS_RE.split(fold(name)) if token)
-        if tokens and tokens not in patterns:
-            body = _SEPARATOR.join(re.escape(token) for token in tokens)
-            regex = re.compile(_NOT_AFTER_ALNUM + body + _NO_SUFFIX, re.IGNORECASE)
-            patterns[tokens] = _NamePattern(regex, "".join(tokens))
-    return list(patterns.values())
+        tokens = tuple(token for token in NAME_SEPARATORS_RE.split(fold(name)) if token)
+        if tokens:
+            token_sets.setdefault(tokens)
+    return list(token_sets)
+
+
+def _regex_source(tokens: Sequence[str]) -> str:
+    return _NOT_AFTER_ALNUM + _SEPARATOR.join(map(re.escape, tokens)) + _NO_SUFFIX
 
 
 def _non_overlapping(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
