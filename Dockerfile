@@ -17,6 +17,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY README.md ./
 COPY app ./app
 COPY worker ./worker
+COPY senso ./senso
 RUN uv sync --frozen --no-dev --no-editable
 
 FROM ${PYTHON_IMAGE}

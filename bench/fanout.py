@@ -34,14 +34,14 @@ from pydantic import SecretStr
 
 from app.context import AppContext
 from app.db.migrate import upgrade
-from app.embedded import moto_sqs_server, run_worker_task, serve_api
-from app.emulator.config import PROVIDERS, EmulatorConfig, RateLimitRule
-from app.emulator.server import EmulatorServer
-from app.emulator.wiring import emulated_engine_settings
 from app.engines.simulated import ENGINE_IDS
 from app.logging import configure_logging
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
+from devtools.embedded import moto_sqs_server, run_worker_task, serve_api
+from devtools.emulator.config import PROVIDERS, EmulatorConfig, RateLimitRule
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.wiring import emulated_engine_settings
 
 QUESTIONS = [f"Which vendor is best for use case {n}?" for n in range(1, 6)]
 COUNTRIES = ["US", "GB", "DE", "FR"]

@@ -19,11 +19,11 @@ from pydantic import SecretStr
 from app.context import AppContext
 from app.db.migrate import upgrade
 from app.db.session import create_engine
-from app.embedded import moto_sqs_server, serve_api
-from app.emulator.config import EmulatorConfig
-from app.emulator.server import EmulatorServer
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
+from devtools.embedded import moto_sqs_server, serve_api
+from devtools.emulator.config import EmulatorConfig
+from devtools.emulator.server import EmulatorServer
 
 # moto's server logs every request it answers; the tests' own logs are what matter.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -72,7 +72,7 @@ async def worker_process(env: Mapping[str, str]) -> AsyncIterator[WorkerProcess]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.cli",
+        "senso",
         "worker",
         cwd=REPO_ROOT,
         env=dict(env),

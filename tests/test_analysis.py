@@ -16,12 +16,12 @@ from app.analysis.names import normalise_competitors
 from app.analysis.reading import read_answer
 from app.analysis.spellings import rule_variations
 from app.db.models import RunStatus
-from app.emulator.config import EmulatorConfig, Fault
-from app.emulator.server import EmulatorServer
-from app.emulator.structured import structured_reply
 from app.engines.ratelimit import LocalRateLimiter
 from app.evaluations.results import RunFacts, TrackedBrands, summarise
 from app.settings import Settings
+from devtools.emulator.config import EmulatorConfig, Fault
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.structured import structured_reply
 
 ORG = "Acme Analytics"
 ORG_NAMES = (ORG, "Acme")

@@ -24,12 +24,12 @@ from app.context import AppContext
 from app.db.migrate import alembic_config, upgrade
 from app.db.models import Org, OrgNameVariation, QuestionRun
 from app.db.session import create_engine
-from app.embedded import run_worker_task, serve_api
-from app.emulator.config import EmulatorConfig, Fault, ScriptedAnswer
-from app.emulator.server import EmulatorServer
-from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.evaluations import service as evaluations_service
 from app.settings import Settings
+from devtools.embedded import run_worker_task, serve_api
+from devtools.emulator.config import EmulatorConfig, Fault, ScriptedAnswer
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from tests.conftest import API_TOKEN, make_settings
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 

@@ -18,8 +18,8 @@ from mypy_boto3_sqs import SQSClient
 from pydantic import SecretStr
 
 from app.context import AppContext
-from app.embedded import serve_api
 from app.settings import Settings
+from devtools.embedded import serve_api
 from tests.conftest import API_TOKEN, make_settings
 from tests.factories import OrgSetup, create_org, create_partner, expect
 

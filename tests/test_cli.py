@@ -18,7 +18,7 @@ def senso(
     *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "senso", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -10,14 +10,14 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from app.emulator.answers import count_tokens
-from app.emulator.config import (
+from devtools.emulator.answers import count_tokens
+from devtools.emulator.config import (
     EmulatorConfig,
     RateLimitRule,
     ScriptedAnswer,
     ScriptedCitation,
 )
-from app.emulator.server import EmulatorServer
+from devtools.emulator.server import EmulatorServer
 
 OPENAI_HEADERS = {"Authorization": "Bearer sk-test"}
 ANTHROPIC_HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}

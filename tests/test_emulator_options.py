@@ -8,8 +8,8 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from app.emulator.config import EmulatorConfig, Fault, RateLimitRule
-from app.emulator.options import emulator_config
+from devtools.emulator.config import EmulatorConfig, Fault, RateLimitRule
+from devtools.emulator.options import emulator_config
 from tests.processes import REPO_ROOT
 
 
@@ -66,7 +66,7 @@ def test_an_error_rate_out_of_range_is_refused() -> None:
 
 def test_the_command_exits_2_on_bad_options() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "emulator", "--rate-limit", "bard=10"],
+        [sys.executable, "-m", "senso", "emulator", "--rate-limit", "bard=10"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from app.emulator.wiring import emulated_engine_settings
 from app.engines.anthropic import AnthropicEngine
 from app.engines.brightdata import BrightDataEngine
 from app.engines.openai_chat import AzureOpenAIEngine, OpenAIEngine
@@ -14,6 +13,7 @@ from app.engines.registry import EngineRegistry
 from app.engines.simulated import ENGINE_IDS, SimulatedEngine
 from app.errors import InvalidInputError
 from app.settings import Settings
+from devtools.emulator.wiring import emulated_engine_settings
 
 
 async def test_auto_serves_real_clients_where_keys_are_set_and_simulates_the_rest() -> None:

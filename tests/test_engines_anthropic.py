@@ -10,14 +10,20 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from app.emulator.answers import count_tokens
-from app.emulator.config import EmulatorConfig, Fault, FaultKind, ScriptedAnswer, ScriptedCitation
-from app.emulator.server import EmulatorServer
-from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.anthropic import AnthropicEngine
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.ratelimit import LocalRateLimiter
 from app.settings import Settings
+from devtools.emulator.answers import count_tokens
+from devtools.emulator.config import (
+    EmulatorConfig,
+    Fault,
+    FaultKind,
+    ScriptedAnswer,
+    ScriptedCitation,
+)
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 
 QUESTION = "What is the best CRM for agencies?"
 ANSWER = (

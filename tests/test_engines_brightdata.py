@@ -13,16 +13,16 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.emulator.brightdata import AUTH_WALL_TEXT, NOT_READY_TEXT
-from app.emulator.config import EmulatorConfig, Fault, ScriptedAnswer, ScriptedCitation
-from app.emulator.server import EmulatorServer
-from app.emulator.state import LoggedRequest
-from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.base import BrandContext, EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.brightdata import BrightDataEngine, BrightDataEngineId
 from app.engines.guard import invalid_answer_reason
 from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.settings import Settings
+from devtools.emulator.brightdata import AUTH_WALL_TEXT, NOT_READY_TEXT
+from devtools.emulator.config import EmulatorConfig, Fault, ScriptedAnswer, ScriptedCitation
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.state import LoggedRequest
+from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from tests.conftest import REDIS_URL
 
 CHATGPT_DATASET = "gd_m7aof0k82r803d5bjm"

@@ -8,13 +8,19 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from app.emulator.config import EmulatorConfig, Fault, FaultKind, ScriptedAnswer, ScriptedCitation
-from app.emulator.server import EmulatorServer
-from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.linkup import LinkupEngine
 from app.engines.ratelimit import LocalRateLimiter
 from app.settings import Settings
+from devtools.emulator.config import (
+    EmulatorConfig,
+    Fault,
+    FaultKind,
+    ScriptedAnswer,
+    ScriptedCitation,
+)
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 
 QUESTION = "Which analytics platform suits retailers in Germany?"
 ANSWER = ScriptedAnswer(

@@ -11,14 +11,20 @@ from decimal import Decimal
 import pytest
 from redis.asyncio import Redis
 
-from app.emulator.answers import count_tokens
-from app.emulator.config import EmulatorConfig, Fault, FaultKind, ScriptedAnswer, ScriptedCitation
-from app.emulator.server import EmulatorServer
-from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.openai_chat import AzureOpenAIEngine, OpenAIEngine
 from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.settings import Settings
+from devtools.emulator.answers import count_tokens
+from devtools.emulator.config import (
+    EmulatorConfig,
+    Fault,
+    FaultKind,
+    ScriptedAnswer,
+    ScriptedCitation,
+)
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from tests.conftest import REDIS_URL
 
 QUESTION = "Which payroll software is best for small businesses?"

@@ -36,7 +36,7 @@ async def enqueue_all(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.cli",
+        "senso",
         "enqueue-all",
         *args,
         cwd=REPO_ROOT,

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from app.context import AppContext
 from app.db.models import OrgEngine
-from app.embedded import run_worker_task, serve_api
 from app.settings import Settings
+from devtools.embedded import run_worker_task, serve_api
 from tests.conftest import API_TOKEN, make_settings
 from tests.db_checks import audit_actions, balance, run_stats
 from tests.factories import create_org, create_partner, expect, wait_for_batch

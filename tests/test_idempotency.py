@@ -14,9 +14,9 @@ from sqlalchemy import func, select, update
 from app.context import AppContext
 from app.db.models import QuestionRun, RunMention, RunStatus
 from app.db.types import utcnow
-from app.embedded import run_worker_task
 from app.queue.messages import EvaluateOrg
 from app.settings import Settings
+from devtools.embedded import run_worker_task
 from tests.db_checks import balance, run_stats
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 from worker.runtime import Worker
@@ -213,7 +213,7 @@ async def test_insufficient_balance_found_by_the_worker_fails_the_batch(
 async def test_reconciler_sends_a_batch_whose_enqueue_failed(
     api: httpx.AsyncClient, settings: Settings, sqs_endpoint: str
 ) -> None:
-    from app.embedded import serve_api
+    from devtools.embedded import serve_api
 
     broken = settings.model_copy(
         update={"sqs_queue_url": f"{sqs_endpoint}/123456789012/no-such-queue"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from app.context import AppContext
-from app.embedded import run_worker_task
 from app.settings import Settings
+from devtools.embedded import run_worker_task
 from tests.conftest import API_TOKEN
 from tests.factories import create_org, create_partner
 

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from app.context import AppContext
-from app.embedded import run_worker_task
-from app.emulator.config import Brand, EmulatorConfig, Fault, ScriptedAnswer
-from app.emulator.server import EmulatorServer
-from app.emulator.wiring import emulated_engine_settings
 from app.settings import Settings
+from devtools.embedded import run_worker_task
+from devtools.emulator.config import Brand, EmulatorConfig, Fault, ScriptedAnswer
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.wiring import emulated_engine_settings
 from tests.conftest import make_settings
 from tests.db_checks import balance, run_stats
 from tests.factories import QUESTIONS, create_org, create_partner, expect, wait_for_batch

@@ -22,9 +22,9 @@ from sqlalchemy import func, select
 
 from app.context import AppContext
 from app.db.models import QuestionRun, RunStatus
-from app.emulator.config import EmulatorConfig, RateLimitRule
-from app.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from app.settings import Settings
+from devtools.emulator.config import EmulatorConfig, RateLimitRule
+from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from tests.conftest import REDIS_URL, make_settings
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 from tests.processes import REPO_ROOT, WorkerProcess, worker_environment, worker_process
@@ -45,7 +45,7 @@ async def emulator_url() -> AsyncIterator[str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.cli",
+        "senso",
         "emulator",
         "--port",
         str(port),

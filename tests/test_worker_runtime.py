@@ -28,12 +28,12 @@ from sqlalchemy import select
 
 from app.context import AppContext
 from app.db.models import QuestionRun
-from app.embedded import run_worker_task
 from app.evaluations.pipeline import fail_exhausted_job
 from app.logging import JsonFormatter
 from app.queue.messages import EvaluateOrg, Message
 from app.queue.sqs import ReceivedMessage, SqsQueue
 from app.settings import Settings
+from devtools.embedded import run_worker_task
 from tests.conftest import MAX_RECEIVE_COUNT, make_settings
 from tests.db_checks import balance, run_stats
 from tests.factories import OrgSetup, create_org, create_partner, expect, wait_for_batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -213,8 +214,22 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devtools_missing(command: str) -> int | None:
+    """`demo` and `emulator` are development tools: a source checkout has them, the image not."""
+    if importlib.util.find_spec("devtools") is None:
+        print(
+            f"senso {command}: the development tools (package devtools) are not installed; "
+            "run it from a source checkout (make demo)",
+            file=sys.stderr,
+        )
+        return 2
+    return None
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from app.demo import DemoOptions, run_demo
+    if (missing := _devtools_missing("demo")) is not None:
+        return missing
+    from devtools.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         questions=args.questions,
@@ -227,7 +242,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _extract(_args: argparse.Namespace) -> int:
-    from app.cli_extract import extract_lines
+    from senso.extract import extract_lines
 
     return extract_lines(sys.stdin, sys.stdout)
 
@@ -268,11 +283,13 @@ def _enqueue_all(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
+    if (missing := _devtools_missing("emulator")) is not None:
+        return missing
     from pydantic import ValidationError
 
-    from app.emulator.options import emulator_config
-    from app.emulator.server import run_emulator
     from app.logging import configure_logging
+    from devtools.emulator.options import emulator_config
+    from devtools.emulator.server import run_emulator
 
     configure_logging(get_settings())
     try:
@@ -288,7 +305,3 @@ def _emulator(args: argparse.Namespace) -> int:
         return 2
     run_emulator(config, args.host, args.port)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,13 +25,13 @@ from pydantic import SecretStr
 
 from app.context import AppContext
 from app.db.migrate import upgrade
-from app.embedded import moto_sqs_server, run_worker_task, serve_api
-from app.emulator.config import Brand, EmulatorConfig
-from app.emulator.server import EmulatorServer
-from app.emulator.wiring import emulated_engine_settings
 from app.logging import configure_logging
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
+from devtools.embedded import moto_sqs_server, run_worker_task, serve_api
+from devtools.emulator.config import Brand, EmulatorConfig
+from devtools.emulator.server import EmulatorServer
+from devtools.emulator.wiring import emulated_engine_settings
 
 TERMINAL = {"completed", "failed", "cancelled"}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.emulator.config import EmulatorConfig
 from app.engines.base import BrandContext, EngineRequest
 from app.engines.simulated import ENGINE_IDS, SimulatedEngine
+from devtools.emulator.config import EmulatorConfig
 
 _CHARS_PER_TOKEN = 4
 # Stateless, instant and never failing, so one engine per id serves every request.

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.emulator.answers import (
+from devtools.emulator.answers import (
     ComposedAnswer,
     compose_answer,
     count_tokens,
@@ -24,10 +24,10 @@ from app.emulator.answers import (
     last_user_text,
     message_text,
 )
-from app.emulator.config import Provider
-from app.emulator.routing import ProviderRoute, error_response
-from app.emulator.state import EmulatorState
-from app.emulator.structured import structured_reply
+from devtools.emulator.config import Provider
+from devtools.emulator.routing import ProviderRoute, error_response
+from devtools.emulator.state import EmulatorState
+from devtools.emulator.structured import structured_reply
 
 
 async def openai_chat(state: EmulatorState, request: Request, body: Any) -> Response:

@@ -10,9 +10,9 @@ from types import TracebackType
 
 import uvicorn
 
-from app.emulator.app import create_emulator_app
-from app.emulator.config import EmulatorConfig
-from app.emulator.state import EmulatorState
+from devtools.emulator.app import create_emulator_app
+from devtools.emulator.config import EmulatorConfig
+from devtools.emulator.state import EmulatorState
 
 _START_TIMEOUT_SECONDS = 10.0
 

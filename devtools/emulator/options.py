@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.emulator.config import PROVIDERS, EmulatorConfig, Fault, RateLimitRule
+from devtools.emulator.config import PROVIDERS, EmulatorConfig, Fault, RateLimitRule
 
 
 def emulator_config(

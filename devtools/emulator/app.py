@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.emulator import anthropic, brightdata, linkup, openai_chat
-from app.emulator.config import EmulatorConfig
-from app.emulator.routing import provider_endpoint
-from app.emulator.state import EmulatorState
+from devtools.emulator import anthropic, brightdata, linkup, openai_chat
+from devtools.emulator.config import EmulatorConfig
+from devtools.emulator.routing import provider_endpoint
+from devtools.emulator.state import EmulatorState
 
 PROVIDER_ROUTES = (*openai_chat.ROUTES, *anthropic.ROUTES, *brightdata.ROUTES, *linkup.ROUTES)
 

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.emulator.answers import compose_answer
-from app.emulator.routing import ProviderRoute, error_response
-from app.emulator.state import EmulatorState
 from app.settings import Settings
+from devtools.emulator.answers import compose_answer
+from devtools.emulator.routing import ProviderRoute, error_response
+from devtools.emulator.state import EmulatorState
 
 PERPLEXITY_DATASET_ID: str = Settings.model_fields["brightdata_perplexity_dataset_id"].default
 AUTH_WALL_TEXT = "Log in or sign up to get smarter responses, upload files and images, and more."

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.emulator.config import Fault, Provider
-from app.emulator.state import EmulatorState, LoggedRequest, retry_after_header
+from devtools.emulator.config import Fault, Provider
+from devtools.emulator.state import EmulatorState, LoggedRequest, retry_after_header
 
 logger = logging.getLogger("senso.emulator")
 

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.emulator.answers import ComposedAnswer, compose_answer
-from app.emulator.routing import ProviderRoute, error_response
-from app.emulator.state import EmulatorState
-from app.emulator.structured import minimal_instance
+from devtools.emulator.answers import ComposedAnswer, compose_answer
+from devtools.emulator.routing import ProviderRoute, error_response
+from devtools.emulator.state import EmulatorState
+from devtools.emulator.structured import minimal_instance
 
 DEPTHS = frozenset({"fast", "standard", "deep"})
 OUTPUT_TYPES = frozenset({"sourcedAnswer", "searchResults", "structured"})

@@ -14,15 +14,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.emulator.answers import (
+from devtools.emulator.answers import (
     ComposedAnswer,
     compose_answer,
     count_tokens,
     invalid_messages,
     last_user_text,
 )
-from app.emulator.routing import ProviderRoute, error_response
-from app.emulator.state import EmulatorState
+from devtools.emulator.routing import ProviderRoute, error_response
+from devtools.emulator.state import EmulatorState
 
 _PARAGRAPH_END = re.compile(r"(?<=\n\n)")
 _CITED_TEXT_CHARS = 150

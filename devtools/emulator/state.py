@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.emulator.config import EmulatorConfig, Fault, Provider
+from devtools.emulator.config import EmulatorConfig, Fault, Provider
 
 if TYPE_CHECKING:
-    from app.emulator.brightdata import Snapshot
+    from devtools.emulator.brightdata import Snapshot
 
 MAX_LOGGED_REQUESTS = 50_000
 

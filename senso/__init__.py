@@ -1,0 +1,1 @@
+"""The `senso` command: the one entry point of the image and of development."""

@@ -1,0 +1,5 @@
+import sys
+
+from senso.cli import main
+
+sys.exit(main())
