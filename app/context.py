@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analysis import Analyst, create_analyst
+from app.clock import Clock, SystemClock
 from app.db.session import SessionFactory, create_engine, create_session_factory
 from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.engines.registry import EngineRegistry
@@ -24,9 +25,11 @@ class AppContext:
     redis: Redis | None
     engines: EngineRegistry
     analyst: Analyst
+    clock: Clock
 
     @classmethod
-    def create(cls, settings: Settings) -> AppContext:
+    def create(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
+        clock = clock or SystemClock()
         db = create_engine(settings)
         queue = SqsQueue(settings, settings.sqs_queue_url) if settings.sqs_queue_url else None
         redis = (
@@ -39,9 +42,9 @@ class AppContext:
             else None
         )
         limiter: RateLimiter = (
-            LocalRateLimiter()
+            LocalRateLimiter(clock)
             if redis is None
-            else RedisRateLimiter(redis, settings.redis_key_prefix)
+            else RedisRateLimiter(redis, settings.redis_key_prefix, clock)
         )
         return cls(
             settings=settings,
@@ -51,6 +54,7 @@ class AppContext:
             redis=redis,
             engines=EngineRegistry(settings, limiter),
             analyst=create_analyst(settings, limiter),
+            clock=clock,
         )
 
     def require_queue(self) -> SqsQueue:

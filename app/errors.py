@@ -5,6 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, StatementError
+
+# An error recorded on a batch, a step or a run says what went wrong in a line; the traceback,
+# and never a statement or its parameters, goes to the log.
+MAX_ERROR_LENGTH = 300
+
 
 class DomainError(Exception):
     """An expected failure with the HTTP status and stable error code clients see."""
@@ -60,3 +66,20 @@ class ForbiddenError(DomainError):
 class InvalidInputError(DomainError):
     status_code = 422
     code = "invalid_input"
+
+
+def describe_error(exc: BaseException, *, limit: int = MAX_ERROR_LENGTH) -> str:
+    """`Type: message` of the root cause, first line only, at most `limit` characters.
+
+    SQLAlchemy's own message carries the SQL statement and its parameters (answer text among
+    them): only the driver's error underneath is described.
+    """
+    cause: BaseException = exc
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        cause = exc.orig
+        # The asyncpg adapter wraps the driver's exception; its own text repeats the class.
+        if isinstance(exc, DBAPIError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+    lines = str(cause).strip().splitlines()
+    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr(EMBEDDED_DATABASE_URL)
     database_pool_size: int = Field(default=10, ge=1)
     database_echo: bool = False
+    # A database that is down or frozen answers 503 within these, never hangs a request.
+    database_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    database_statement_timeout_seconds: float = Field(default=30.0, gt=0)
+    database_pool_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # API
     api_token: SecretStr | None = None
@@ -32,7 +36,9 @@ class Settings(BaseSettings):
     sqs_wait_seconds: int = Field(default=20, ge=0, le=20)
     sqs_max_messages: int = Field(default=10, ge=1, le=10)
     sqs_visibility_timeout: int = Field(default=120, ge=5, le=43200)
-    sqs_call_timeout: float = Field(default=10.0, gt=0)
+    sqs_call_timeout: float = Field(default=2.0, gt=0)
+    sqs_call_attempts: int = Field(default=2, ge=1, le=5)
+    sqs_dlq_url: str | None = None
 
     # Redis (optional): shared rate limits across processes
     redis_url: SecretStr | None = None
@@ -42,19 +48,21 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1)
     worker_drain_seconds: float = Field(default=90.0, ge=0)
     job_max_attempts: int = Field(default=5, ge=1)
+    job_timeout_seconds: float = Field(default=3600.0, gt=0)
+    job_max_redrives: int = Field(default=10, ge=1)
     job_retry_base_seconds: int = Field(default=10, ge=0)
     job_retry_max_seconds: int = Field(default=900, ge=0)
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
     stall_after_seconds: int = Field(default=600, ge=1)
+    loop_max_failures: int = Field(default=3, ge=1)
 
     # Evaluation pipeline
     run_concurrency: int = Field(default=8, ge=1)
     run_max_attempts: int = Field(default=3, ge=1)
     run_retry_base_seconds: float = Field(default=1.0, ge=0)
-    run_lease_seconds: int = Field(default=300, ge=1)
-    max_failed_run_ratio: float = Field(default=0.2, ge=0, le=1)
-
     run_retry_max_seconds: float = Field(default=60.0, ge=0)
+    run_lease_seconds: float = Field(default=300.0, ge=1)
+    max_failed_run_ratio: float = Field(default=0.2, ge=0, le=1)
 
     # Engines: which client serves each engine id
     engine_mode: Literal["auto", "real", "simulated"] = "auto"

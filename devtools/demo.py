@@ -163,12 +163,18 @@ async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
         f"POST /orgs/{org_id}/evaluations → {response.status_code}, "
         f"Location: {response.headers['location']}, {accepted['total_runs']} runs"
     )
+    admitted = _ok(await client.get(f"/partners/{partner['id']}"))
+    _say(
+        f"admitted: {admitted['reserved']} reserved of the balance {admitted['balance']}, "
+        f"{admitted['available']} available"
+    )
     batch = await _poll(client, accepted["batch_id"], options.timeout)
     if batch["status"] != "completed":
         _say(f"\nbatch ended {batch['status']}: {batch['error']}")
         return 1
     results = _ok(await client.get(f"/batches/{batch['batch_id']}/results", params={"limit": 1}))
-    balance = _ok(await client.get(f"/partners/{partner['id']}"))["balance"]
+    after = _ok(await client.get(f"/partners/{partner['id']}"))
+    balance = f"{after['balance']} ({after['reserved']} still reserved)"
     _print_summary(batch, results, balance, options)
     return 0
 

@@ -162,16 +162,16 @@ def _demo_question_count(value: str) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.api_token is None:
+        print("senso api: API_TOKEN must be set", file=sys.stderr)
+        return 2
     import uvicorn
 
     from app.api.app import create_app
     from app.logging import configure_logging
 
-    settings = get_settings()
     configure_logging(settings)
-    if settings.api_token is None:
-        print("senso api: API_TOKEN must be set", file=sys.stderr)
-        return 2
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.api_host,

@@ -24,6 +24,8 @@ from app.settings import Settings
 from devtools.embedded import moto_sqs_server, serve_api
 from devtools.emulator.config import EmulatorConfig
 from devtools.emulator.server import EmulatorServer
+from tests.clock import OffsetClock
+from tests.private_postgres import PrivatePostgres
 
 # moto's server logs every request it answers; the tests' own logs are what matter.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -88,6 +90,47 @@ async def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A Postgres server of the tests' own, to stop, freeze and restart (never the machine's)."""
+    with PrivatePostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def private_template(private_postgres: PrivatePostgres) -> str:
+    name = "senso_template"
+    url = await private_postgres.create_database(name)
+    engine = create_engine(Settings(database_url=SecretStr(url)))
+    await upgrade(engine)
+    await engine.dispose()
+    return name
+
+
+@pytest.fixture
+async def private_database(
+    private_postgres: PrivatePostgres, private_template: str
+) -> AsyncIterator[str]:
+    """A migrated database on the private server; the server is up and thawed again after."""
+    name = f"senso_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(private_postgres.admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{private_template}"')
+    finally:
+        await admin.close()
+    try:
+        yield private_postgres.url(name)
+    finally:
+        private_postgres.thaw()
+        if not private_postgres.is_running:
+            private_postgres.start()
+        admin = await asyncpg.connect(private_postgres.admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 @pytest.fixture
 def queue_url(sqs_endpoint: str) -> str:
     settings = Settings(aws_endpoint_url=sqs_endpoint, sqs_wait_seconds=1)
@@ -119,6 +162,8 @@ def make_settings(
         "sqs_queue_url": queue_url,
         "aws_endpoint_url": sqs_endpoint,
         "redis_url": SecretStr(REDIS_URL),
+        # Rate limits of one test are never another's (tests run in parallel).
+        "redis_key_prefix": f"test-{uuid.uuid4().hex[:12]}",
         "sqs_wait_seconds": 1,
         "sqs_visibility_timeout": 30,
         "simulated_latency_ms": 2,
@@ -138,8 +183,14 @@ def settings(postgres_url: str, queue_url: str, sqs_endpoint: str) -> Settings:
 
 
 @pytest.fixture
-async def context(settings: Settings) -> AsyncIterator[AppContext]:
-    async with AppContext.create(settings) as context:
+def clock() -> OffsetClock:
+    """The clock of the `context` fixture: the system's, until a test moves it."""
+    return OffsetClock()
+
+
+@pytest.fixture
+async def context(settings: Settings, clock: OffsetClock) -> AsyncIterator[AppContext]:
+    async with AppContext.create(settings, clock) as context:
         yield context
 
 

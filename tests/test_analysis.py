@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from app.analysis import AnalysisError, LlmAnalyst, SimulatedAnalyst, analysis_provider
+from app.analysis import AnalysisError, SimulatedAnalyst, analysis_provider
 from app.analysis.factory import create_analyst
+from app.analysis.llm import LlmAnalyst
 from app.analysis.names import normalise_competitors
 from app.analysis.reading import read_answer
 from app.analysis.spellings import rule_variations
+from app.clock import SystemClock
 from app.db.models import RunStatus
 from app.engines.ratelimit import LocalRateLimiter
 from app.evaluations.results import RunFacts, TrackedBrands, summarise
@@ -196,7 +198,7 @@ def test_auto_provider_follows_the_credentials(overrides: dict[str, Any], provid
 
 def test_a_chosen_provider_without_credentials_is_refused() -> None:
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
-        create_analyst(Settings(analysis_provider="openai"), LocalRateLimiter())
+        create_analyst(Settings(analysis_provider="openai"), LocalRateLimiter(SystemClock()))
 
 
 # The model-backed analyst, against the emulator.
@@ -216,7 +218,7 @@ def llm_settings(emulator: EmulatorServer, **overrides: object) -> Settings:
 
 @pytest.fixture
 async def llm_analyst(emulator: EmulatorServer) -> AsyncIterator[LlmAnalyst]:
-    analyst = create_analyst(llm_settings(emulator), LocalRateLimiter())
+    analyst = create_analyst(llm_settings(emulator), LocalRateLimiter(SystemClock()))
     assert isinstance(analyst, LlmAnalyst)
     yield analyst
     await analyst.aclose()

@@ -24,12 +24,12 @@ from app.context import AppContext
 from app.db.migrate import alembic_config, upgrade
 from app.db.models import Org, OrgNameVariation, QuestionRun
 from app.db.session import create_engine
-from app.evaluations import service as evaluations_service
 from app.settings import Settings
 from devtools.embedded import run_worker_task, serve_api
 from devtools.emulator.config import EmulatorConfig, Fault, ScriptedAnswer
 from devtools.emulator.server import EmulatorServer
 from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
+from tests.clock import OffsetClock
 from tests.conftest import API_TOKEN, make_settings
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 
@@ -53,9 +53,11 @@ def analysed_settings(
 
 
 @contextlib.asynccontextmanager
-async def service(settings: Settings) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
+async def service(
+    settings: Settings, clock: OffsetClock | None = None
+) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
     async with (
-        AppContext.create(settings) as context,
+        AppContext.create(settings, clock) as context,
         serve_api(settings, context) as base_url,
         httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
@@ -98,11 +100,6 @@ def structured_calls(emulator: EmulatorServer) -> Counter[str]:
         for entry in emulator.state.logged("openai")
         if isinstance(entry.body, dict) and "response_format" in entry.body
     )
-
-
-def on_day(monkeypatch: pytest.MonkeyPatch, day: date) -> None:
-    """One batch per org and day: the API's clock (in this process) is moved to `day`."""
-    monkeypatch.setattr(evaluations_service, "today", lambda: day)
 
 
 async def stored_variations(context: AppContext, org_id: str) -> set[str]:
@@ -159,11 +156,13 @@ async def test_one_structured_call_per_answer_and_one_for_the_names(
 
 
 async def test_variations_are_reused_until_the_names_change(
-    analysed_settings: Settings, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    analysed_settings: Settings, emulator: EmulatorServer
 ) -> None:
+    # One batch per org and day: the service's clock moves to the next day each time.
     day = date(2026, 5, 1)
-    async with service(analysed_settings) as (context, api):
-        on_day(monkeypatch, day)
+    clock = OffsetClock()
+    async with service(analysed_settings, clock) as (context, api):
+        clock.move_to(day)
         org_id = await new_org(api, questions=1, locations=("US",))
         await evaluate(context, api, org_id)
         assert structured_calls(emulator)["name_variations"] == 1
@@ -171,7 +170,7 @@ async def test_variations_are_reused_until_the_names_change(
         assert first == {"HubSpot", "HubSpotCRM"}
 
         emulator.state.clear_log()
-        on_day(monkeypatch, day + timedelta(days=1))
+        clock.move_to(day + timedelta(days=1))
         await evaluate(context, api, org_id)
         assert structured_calls(emulator) == {"answer_analysis": 2}
         assert await stored_variations(context, org_id) == first
@@ -179,7 +178,7 @@ async def test_variations_are_reused_until_the_names_change(
         emulator.state.clear_log()
         aliases = ["HubSpot CRM", "HubSpot Sales Hub"]
         expect(await api.patch(f"/orgs/{org_id}", json={"aliases": aliases}), 200)
-        on_day(monkeypatch, day + timedelta(days=2))
+        clock.move_to(day + timedelta(days=2))
         await evaluate(context, api, org_id)
         assert structured_calls(emulator) == {"answer_analysis": 2, "name_variations": 1}
         assert await stored_variations(context, org_id) == {

@@ -189,11 +189,12 @@ async def test_readyz_is_503_naming_the_failed_dependency(
             # Liveness does not depend on the dependencies.
             assert expect(await client.get("/healthz"), 200) == {"status": "ok"}
             if down == "database":
-                # Business endpoints fail with the JSON error shape, without leaking the cause.
+                # Business endpoints answer 503 with the JSON error shape, without the cause.
                 response = await client.get("/partners")
-                assert error_body(response, 500, "internal_error") == (
-                    "an unexpected error occurred"
+                assert error_body(response, 503, "database_unavailable") == (
+                    "the database is not answering; try again shortly"
                 )
+                assert response.headers["retry-after"] == "5"
         assert detail["failed"] == [down], (down, detail)
         assert set(detail["checks"]) == {"database", "queue", "redis"}, detail
         for name, outcome in detail["checks"].items():

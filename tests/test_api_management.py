@@ -16,10 +16,9 @@ from datetime import date, datetime
 from typing import Any
 
 import httpx
-import pytest
 from mypy_boto3_sqs import SQSClient
 
-from app.evaluations import service as evaluations_service
+from tests.clock import OffsetClock
 from tests.factories import QUESTIONS, create_org, create_partner, expect
 
 
@@ -278,7 +277,7 @@ async def test_trigger_creates_todays_batch_and_enqueues_one_job(
     assert batch["batch_id"] == batch_id
     assert batch["org_id"] == setup.org_id
     assert batch["status"] == "pending"
-    assert batch["batch_date"] == evaluations_service.today().isoformat()
+    assert batch["batch_date"] == date.today().isoformat()
     assert (batch["total_runs"], batch["completed_runs"], batch["charged_runs"]) == (30, 0, 0)
     assert (batch["triggered_by"], batch["user_id"]) == ("scheduler", "u-7")
     assert batch["charged_amount"] == "0.000000"
@@ -346,14 +345,14 @@ async def test_concurrent_triggers_create_one_batch_and_one_job(
 
 
 async def test_batch_history_is_newest_first_and_paginated(
-    api: httpx.AsyncClient, sqs: SQSClient, queue_url: str, monkeypatch: pytest.MonkeyPatch
+    api: httpx.AsyncClient, sqs: SQSClient, queue_url: str, clock: OffsetClock
 ) -> None:
-    """One batch per day: the server's clock is moved (it runs in this process)."""
+    """One batch per day: the server's injected clock is moved."""
     setup = await create_org(api, await create_partner(api))
     days = [date(2026, 3, 1), date(2026, 3, 3), date(2026, 3, 2)]  # triggered out of order
     batch_by_day: dict[date, str] = {}
     for day in days:
-        monkeypatch.setattr(evaluations_service, "today", lambda day=day: day)
+        clock.move_to(day)
         accepted = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)
         assert accepted["is_existing"] is False, day
         batch_by_day[day] = accepted["batch_id"]

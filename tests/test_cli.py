@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs processes of its own: never beside another test that does (see pyproject.toml).
+pytestmark = pytest.mark.xdist_group("processes")
+
 FIXTURES = Path(__file__).parent / "data" / "extraction_cases.jsonl"
 COMMANDS = ("api", "worker", "migrate", "demo", "extract", "emulator", "enqueue-all")
 
@@ -93,9 +96,11 @@ def test_demo_runs_the_embedded_default_end_to_end(tmp_path: Path) -> None:
     assert "queue: in-process SQS endpoint" in out
     assert "→ 202" in out
     assert "30 runs" in out
+    assert "admitted: 1.500000 reserved of the balance 100.000000, 98.500000 available" in out
     assert "completed  30/30 completed, 0 failed, 30 charged" in out
     assert "Results (simulated engines)" in out
     assert "visibility" in out
+    assert "partner balance now 98.500000 (0.000000 still reserved)" in out
 
 
 def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:

@@ -36,6 +36,9 @@ from tests.deploy_support import (
     script_env,
 )
 
+# Runs processes of its own: never beside another test that does (see pyproject.toml).
+pytestmark = pytest.mark.xdist_group("processes")
+
 revision = load_script("check_deployment").revision
 REGISTRY = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com"
 # Characters a shell or a naive JSON template would mangle.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from app.clock import SystemClock
 from app.engines.anthropic import AnthropicEngine
 from app.engines.brightdata import BrightDataEngine
 from app.engines.openai_chat import AzureOpenAIEngine, OpenAIEngine
@@ -20,7 +21,7 @@ async def test_auto_serves_real_clients_where_keys_are_set_and_simulates_the_res
     settings = Settings(
         openai_api_key=SecretStr("sk-x"), brightdata_api_key=SecretStr("bd-x"), engine_mode="auto"
     )
-    registry = EngineRegistry(settings, LocalRateLimiter())
+    registry = EngineRegistry(settings, LocalRateLimiter(SystemClock()))
     try:
         assert registry.engine_ids == ENGINE_IDS
         assert isinstance(registry.get("openai"), OpenAIEngine)
@@ -34,7 +35,7 @@ async def test_auto_serves_real_clients_where_keys_are_set_and_simulates_the_res
 
 async def test_real_refuses_engines_without_credentials_naming_what_to_set() -> None:
     settings = Settings(anthropic_api_key=SecretStr("sk-ant-x"), engine_mode="real")
-    registry = EngineRegistry(settings, LocalRateLimiter())
+    registry = EngineRegistry(settings, LocalRateLimiter(SystemClock()))
     try:
         assert registry.engine_ids == ("anthropic",)
         assert isinstance(registry.get("anthropic"), AnthropicEngine)
@@ -55,7 +56,7 @@ async def test_simulated_never_calls_a_provider_even_with_keys() -> None:
     settings = Settings.model_validate(
         {**emulated_engine_settings("http://127.0.0.1:9"), "engine_mode": "simulated"}
     )
-    registry = EngineRegistry(settings, LocalRateLimiter())
+    registry = EngineRegistry(settings, LocalRateLimiter(SystemClock()))
     try:
         assert all(isinstance(registry.get(e), SimulatedEngine) for e in ENGINE_IDS)
     finally:
@@ -65,7 +66,7 @@ async def test_simulated_never_calls_a_provider_even_with_keys() -> None:
 async def test_every_engine_is_real_when_every_key_is_set() -> None:
     registry = EngineRegistry(
         Settings.model_validate(emulated_engine_settings("http://127.0.0.1:9")),
-        LocalRateLimiter(),
+        LocalRateLimiter(SystemClock()),
     )
     try:
         assert isinstance(registry.get("azure_openai"), AzureOpenAIEngine)

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
+from app.clock import SystemClock
 from app.engines.anthropic import AnthropicEngine
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.ratelimit import LocalRateLimiter
@@ -58,7 +59,7 @@ def engine_settings(emulator: EmulatorServer, **overrides: object) -> Settings:
 
 @asynccontextmanager
 async def anthropic_engine(settings: Settings) -> AsyncIterator[AnthropicEngine]:
-    engine = AnthropicEngine(settings, LocalRateLimiter())
+    engine = AnthropicEngine(settings, LocalRateLimiter(SystemClock()))
     try:
         yield engine
     finally:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from app.clock import SystemClock
 from app.engines.base import BrandContext, EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.brightdata import BrightDataEngine, BrightDataEngineId
 from app.engines.guard import invalid_answer_reason
@@ -24,6 +25,7 @@ from devtools.emulator.server import EmulatorServer
 from devtools.emulator.state import LoggedRequest
 from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from tests.conftest import REDIS_URL
+from tests.worker_support import eventually
 
 CHATGPT_DATASET = "gd_m7aof0k82r803d5bjm"
 PERPLEXITY_DATASET = "gd_m7dhdot1vw9a7gc1n"
@@ -94,7 +96,7 @@ async def make_engine(emulator: EmulatorServer) -> AsyncIterator[MakeEngine]:
     ) -> BrightDataEngine:
         values = {**emulated_engine_settings(emulator.url), **FAST_LIMITS, **overrides}
         engine = BrightDataEngine(
-            engine_id, Settings.model_validate(values), limiter or LocalRateLimiter()
+            engine_id, Settings.model_validate(values), limiter or LocalRateLimiter(SystemClock())
         )
         engines.append(engine)
         return engine
@@ -337,7 +339,7 @@ async def test_a_shared_slot_is_held_from_trigger_to_download(
     slots = f"{prefix}:ratelimit:brightdata_chatgpt:slots"
     redis = Redis.from_url(REDIS_URL)
     try:
-        engine = make_engine(limiter=RedisRateLimiter(redis, prefix=prefix))
+        engine = make_engine(limiter=RedisRateLimiter(redis, prefix, SystemClock()))
         asked = asyncio.create_task(engine.ask(ask_request(5)))
         await wait_for_trigger(emulator)
         held = await redis.zcard(slots)
@@ -369,8 +371,14 @@ async def test_emulator_speaks_brightdatas_protocol(emulator: EmulatorServer) ->
         snapshot_id = started.json()["snapshot_id"]
         building = await client.get(f"/datasets/v3/snapshot/{snapshot_id}")
         running = await client.get(f"/datasets/v3/progress/{snapshot_id}")
-        await asyncio.sleep(0.25)
-        ready = await client.get(f"/datasets/v3/progress/{snapshot_id}")
+        progress: list[httpx.Response] = []
+
+        async def is_ready() -> bool:
+            progress.append(await client.get(f"/datasets/v3/progress/{snapshot_id}"))
+            return bool(progress[-1].json()["status"] == "ready")
+
+        await eventually(is_ready, what="the snapshot to be ready")
+        ready = progress[-1]
         records = await client.get(f"/datasets/v3/snapshot/{snapshot_id}?format=json")
         unknown = await client.get("/datasets/v3/progress/s_unknown")
 

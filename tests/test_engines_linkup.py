@@ -8,6 +8,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from app.clock import SystemClock
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.linkup import LinkupEngine
 from app.engines.ratelimit import LocalRateLimiter
@@ -47,7 +48,7 @@ async def make_engine(emulator: EmulatorServer) -> AsyncIterator[MakeEngine]:
         settings = Settings.model_validate(
             {**emulated_engine_settings(emulator.url), **FAST_LIMITS, **overrides}
         )
-        engine = LinkupEngine(settings, LocalRateLimiter())
+        engine = LinkupEngine(settings, LocalRateLimiter(SystemClock()))
         engines.append(engine)
         return engine
 

@@ -18,8 +18,12 @@ from app.context import AppContext
 from app.db.models import AuditEvent
 from app.evaluations.schedule import Pacer
 from app.settings import Settings
+from tests.clock import ManualClock
 from tests.factories import create_org, create_partner, expect
 from tests.processes import REPO_ROOT, worker_environment
+
+# Runs processes of its own: never beside another test that does (see pyproject.toml).
+pytestmark = pytest.mark.xdist_group("processes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,22 +159,23 @@ async def test_refuses_to_run_without_a_queue(settings: Settings) -> None:
 
 
 async def test_pacer_spaces_calls_without_a_burst() -> None:
-    now = [100.0]
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    pacer = Pacer(4, clock=lambda: now[0], sleep=sleep)
-    await pacer.wait()
-    await pacer.wait()
-    now[0] += 0.1
-    await pacer.wait()
-    now[0] += 1.0
-    await pacer.wait()
-
-    assert slept == [pytest.approx(0.25), pytest.approx(0.15)]
+    clock = ManualClock()
+    pacer = Pacer(4, clock)
+    await pacer.wait()  # the first call goes at once
+    second = asyncio.create_task(pacer.wait())
+    await clock.wait_for_sleepers(1)
+    assert clock.next_wake() == pytest.approx(0.25)
+    clock.advance(0.25)
+    await second
+    clock.advance(0.1)
+    third = asyncio.create_task(pacer.wait())
+    await clock.wait_for_sleepers(1)
+    assert clock.next_wake() == pytest.approx(0.15)
+    clock.advance(0.15)
+    await third
+    clock.advance(1.0)
+    await pacer.wait()  # long enough since the last: no wait
+    assert clock.sleepers == 0
 
 
 async def test_help_and_a_rate_that_is_not_positive(settings: Settings) -> None:

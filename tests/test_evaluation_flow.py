@@ -31,7 +31,9 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
     assert response.headers["location"] == f"/batches/{accepted['batch_id']}"
 
     async with run_worker_task(context):
-        batch = await wait_for_batch(api, accepted["batch_id"])
+        await wait_for_batch(api, accepted["batch_id"])
+    # Read once the worker has stopped: the last step is recorded just after the batch ends.
+    batch = expect(await api.get(f"/batches/{accepted['batch_id']}"), 200)
 
     assert batch["status"] == "completed", batch
     assert batch["completed_runs"] == 30

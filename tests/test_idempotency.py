@@ -8,12 +8,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import httpx
+import pytest
 from mypy_boto3_sqs import SQSClient
 from sqlalchemy import func, select, update
 
 from app.context import AppContext
 from app.db.models import QuestionRun, RunMention, RunStatus
 from app.db.types import utcnow
+from app.evaluations.pipeline import complete_batch
 from app.queue.messages import EvaluateOrg
 from app.settings import Settings
 from devtools.embedded import run_worker_task
@@ -189,54 +191,6 @@ async def test_failed_batch_is_resumed_keeping_completed_runs(
     await _assert_charged_once(context, batch_id, partner_id, setup.runs, Decimal("10.00"))
 
 
-async def test_insufficient_balance_found_by_the_worker_fails_the_batch(
-    api: httpx.AsyncClient, settings: Settings
-) -> None:
-    sequential = settings.model_copy(update={"worker_concurrency": 1})
-    async with AppContext.create(sequential) as context:
-        partner_id = await create_partner(api, balance="2.00")
-        first = await create_org(api, partner_id, name="HubSpot")
-        second = await create_org(api, partner_id, name="Pipedrive")
-        first_batch = await _trigger(api, first.org_id)
-        second_batch = await _trigger(api, second.org_id)
-        async with run_worker_task(context):
-            done = await wait_for_batch(api, first_batch)
-            refused = await wait_for_batch(api, second_batch)
-
-    assert done["status"] == "completed"
-    assert refused["status"] == "failed"
-    assert refused["error"] == "insufficient_balance: required 1.500000, available 0.500000"
-    assert [s["name"] for s in refused["steps"]][-1] == "mark_batch_failed"
-    assert refused["charged_runs"] == 0
-
-
-async def test_reconciler_sends_a_batch_whose_enqueue_failed(
-    api: httpx.AsyncClient, settings: Settings, sqs_endpoint: str
-) -> None:
-    from devtools.embedded import serve_api
-
-    broken = settings.model_copy(
-        update={"sqs_queue_url": f"{sqs_endpoint}/123456789012/no-such-queue"}
-    )
-    partner_id = await create_partner(api, balance="10.00")
-    setup = await create_org(api, partner_id)
-    async with (
-        AppContext.create(broken) as broken_context,
-        serve_api(broken, broken_context) as base_url,
-        httpx.AsyncClient(base_url=base_url, headers=api.headers) as broken_api,
-    ):
-        accepted = expect(await broken_api.post(f"/orgs/{setup.org_id}/evaluations"), 202)
-    assert accepted["status"] == "pending"
-
-    reconciling = settings.model_copy(
-        update={"reconcile_interval_seconds": 0.2, "stall_after_seconds": 1}
-    )
-    async with AppContext.create(reconciling) as context, run_worker_task(context):
-        batch = await wait_for_batch(api, accepted["batch_id"])
-    assert batch["status"] == "completed"
-    assert batch["charged_runs"] == setup.runs
-
-
 async def _wait_for_completed_runs(context: AppContext, batch_id: str, *, at_least: int) -> None:
     async def reached() -> None:
         while True:
@@ -262,3 +216,14 @@ async def _wait_until_queue_empty(sqs: SQSClient, queue_url: str) -> None:
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(empty(), 30)
+
+
+async def test_a_batch_with_runs_left_to_ask_is_never_completed(
+    api: httpx.AsyncClient, context: AppContext
+) -> None:
+    partner_id = await create_partner(api, balance="10.00")
+    setup = await create_org(api, partner_id, questions=1)
+    batch_id = await _trigger(api, setup.org_id)
+    with pytest.raises(RuntimeError, match="6 run\\(s\\) of the batch are still unfinished"):
+        await complete_batch(context, uuid.UUID(batch_id))
+    assert expect(await api.get(f"/batches/{batch_id}"), 200)["status"] == "pending"

@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from app.clock import SystemClock
 from app.engines.ratelimit import LocalRateLimiter, RateLimit, RateLimiter, RedisRateLimiter
+from tests.clock import ManualClock, RecordingClock
 from tests.conftest import REDIS_URL
+from tests.worker_support import eventually
 
 
 @pytest.fixture
@@ -59,65 +62,109 @@ async def _start_times(limiters: list[RateLimiter], limit: RateLimit, tasks: int
 
 async def test_local_limiter_caps_concurrency() -> None:
     limit = RateLimit(max_concurrency=3, requests_per_minute=60_000)
-    assert await _peak_concurrency([LocalRateLimiter()], limit, tasks=12) == 3
+    assert await _peak_concurrency([LocalRateLimiter(SystemClock())], limit, tasks=12) == 3
 
 
 async def test_redis_limiter_caps_concurrency_across_processes(
     redis_clients: tuple[Redis, Redis], prefix: str
 ) -> None:
-    limiters: list[RateLimiter] = [RedisRateLimiter(client, prefix) for client in redis_clients]
+    limiters: list[RateLimiter] = [
+        RedisRateLimiter(client, prefix, SystemClock()) for client in redis_clients
+    ]
     limit = RateLimit(max_concurrency=3, requests_per_minute=60_000)
     assert await _peak_concurrency(limiters, limit, tasks=12) == 3
 
 
-@pytest.mark.parametrize("shared", [False, True])
-async def test_requests_are_spaced_by_the_rate(
-    redis_clients: tuple[Redis, Redis], prefix: str, shared: bool
-) -> None:
-    limiters: list[RateLimiter] = (
-        [RedisRateLimiter(client, prefix) for client in redis_clients]
-        if shared
-        else [LocalRateLimiter()]
-    )
+async def _grant_times(
+    limiter: RateLimiter, clock: ManualClock, limit: RateLimit, tasks: int
+) -> list[float]:
+    """When each of `tasks` concurrent asks got its slot, on a clock moved only when every
+    waiting ask sleeps (one interval at a time)."""
+    granted: list[float] = []
+
+    async def take() -> None:
+        async with limiter.slot("engine", limit):
+            granted.append(clock.monotonic())
+
+    asks = [asyncio.create_task(take()) for _ in range(tasks)]
+    while len(granted) < tasks:
+        # Every ask either has its slot or sleeps until its place in the rate.
+        await eventually(lambda: clock.sleepers + len(granted) == tasks, what="asks settled")
+        wake = clock.next_wake()
+        if wake is not None:
+            clock.advance(wake)
+    await asyncio.gather(*asks)
+    return granted
+
+
+async def test_requests_are_spaced_by_the_rate_and_no_more() -> None:
+    clock = ManualClock()
     limit = RateLimit(max_concurrency=10, requests_per_minute=1200)  # one every 50 ms
-    started = await _start_times(limiters, limit, tasks=8)
+    granted = await _grant_times(LocalRateLimiter(clock), clock, limit, tasks=8)
+    assert granted == pytest.approx([0.05 * n for n in range(8)])
+
+
+async def test_burst_lets_that_many_go_at_once() -> None:
+    clock = ManualClock()
+    limit = RateLimit(max_concurrency=10, requests_per_minute=600, burst=3)  # 100 ms apart
+    granted = await _grant_times(LocalRateLimiter(clock), clock, limit, tasks=5)
+    assert granted == pytest.approx([0, 0, 0, 0.1, 0.2])
+
+
+async def test_shared_requests_are_spaced_by_the_rate_across_processes(
+    redis_clients: tuple[Redis, Redis], prefix: str
+) -> None:
+    """Redis's own clock decides; the gaps between grants are never shorter than asked."""
+    limiters = [RedisRateLimiter(client, prefix, SystemClock()) for client in redis_clients]
+    limit = RateLimit(max_concurrency=10, requests_per_minute=1200)  # one every 50 ms
+    started = await _start_times(list(limiters), limit, tasks=8)
     gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
     assert min(gaps) >= 0.045, gaps
-    # Spaced, not throttled harder than asked: 8 requests take about 7 intervals.
-    assert started[-1] - started[0] < 0.5
 
 
-@pytest.mark.parametrize("shared", [False, True])
-async def test_burst_lets_that_many_go_at_once(
-    redis_clients: tuple[Redis, Redis], prefix: str, shared: bool
+async def test_a_shared_burst_goes_at_once_then_waits(
+    redis_clients: tuple[Redis, Redis], prefix: str
 ) -> None:
-    limiters: list[RateLimiter] = (
-        [RedisRateLimiter(redis_clients[0], prefix)] if shared else [LocalRateLimiter()]
-    )
-    limit = RateLimit(max_concurrency=10, requests_per_minute=600, burst=3)  # 100 ms apart
-    started = await _start_times(limiters, limit, tasks=4)
-    assert started[2] - started[0] < 0.05
-    assert started[3] - started[0] >= 0.095
+    clock = RecordingClock()
+    limiter = RedisRateLimiter(redis_clients[0], prefix, clock)
+    limit = RateLimit(max_concurrency=10, requests_per_minute=60, burst=3)  # a second apart
+    for _ in range(3):
+        async with limiter.slot("engine", limit):
+            pass
+    assert clock.sleeps == [], "the burst never waits"
+    fourth = asyncio.create_task(_enter_and_leave(limiter, limit))
+    await eventually(lambda: bool(clock.sleeps), what="the fourth to wait")
+    fourth.cancel()
+    await asyncio.gather(fourth, return_exceptions=True)
+    assert 0.9 <= clock.sleeps[0] <= 1.0, "told to wait for the next place in the rate"
+
+
+async def _enter_and_leave(limiter: RateLimiter, limit: RateLimit) -> None:
+    async with limiter.slot("engine", limit):
+        pass
 
 
 async def test_an_abandoned_slot_frees_itself_when_its_hold_ends(
     redis_clients: tuple[Redis, Redis], prefix: str
 ) -> None:
     """A worker killed while holding a slot cannot release it; its expiry does."""
-    dead, alive = (RedisRateLimiter(client, prefix) for client in redis_clients)
+    dead = RedisRateLimiter(redis_clients[0], prefix, SystemClock())
+    clock = RecordingClock()
+    alive = RedisRateLimiter(redis_clients[1], prefix, clock)
     limit = RateLimit(max_concurrency=1, requests_per_minute=60_000, hold_seconds=0.3)
     abandoned = dead.slot("engine", limit)
     await abandoned.__aenter__()  # never exited: the holder "died"
     began = time.monotonic()
-    async with alive.slot("engine", limit):
+    async with asyncio.timeout(10), alive.slot("engine", limit):
         waited = time.monotonic() - began
-    assert 0.2 <= waited < 1.0, waited
+    assert clock.sleeps, "it waited for the abandoned slot"
+    assert waited >= 0.25, waited  # no sooner than the hold ends (on Redis's clock)
 
 
 async def test_every_key_expires(redis_clients: tuple[Redis, Redis], prefix: str) -> None:
     client = redis_clients[0]
     limit = RateLimit(max_concurrency=2, requests_per_minute=60, hold_seconds=5)
-    async with RedisRateLimiter(client, prefix).slot("engine", limit):
+    async with RedisRateLimiter(client, prefix, SystemClock()).slot("engine", limit):
         keys = [key async for key in client.scan_iter(f"{prefix}:*")]
         assert len(keys) == 2
         for key in keys:
@@ -127,19 +174,21 @@ async def test_every_key_expires(redis_clients: tuple[Redis, Redis], prefix: str
 async def test_released_slot_is_free_at_once(
     redis_clients: tuple[Redis, Redis], prefix: str
 ) -> None:
-    limiter = RedisRateLimiter(redis_clients[0], prefix)
-    limit = RateLimit(max_concurrency=1, requests_per_minute=60_000, hold_seconds=60)
+    clock = RecordingClock()
+    limiter = RedisRateLimiter(redis_clients[0], prefix, clock)
+    # One slot, and a burst so the rate never asks to wait: only the slot could.
+    limit = RateLimit(max_concurrency=1, requests_per_minute=60_000, burst=10, hold_seconds=60)
     async with limiter.slot("engine", limit):
         pass
-    began = time.monotonic()
     async with limiter.slot("engine", limit):
-        assert time.monotonic() - began < 0.05
+        pass
+    assert clock.sleeps == [], "the second ask did not wait"
 
 
 async def test_unreachable_redis_falls_back_to_limiting_this_process(prefix: str) -> None:
     unreachable = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.2)
     try:
-        limiter = RedisRateLimiter(unreachable, prefix)
+        limiter = RedisRateLimiter(unreachable, prefix, SystemClock())
         limit = RateLimit(max_concurrency=2, requests_per_minute=60_000)
         assert await _peak_concurrency([limiter], limit, tasks=6) == 2
     finally:

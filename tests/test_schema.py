@@ -45,7 +45,9 @@ async def _batch_with_run(session: AsyncSession) -> tuple[Partner, QuestionRun]:
     session.add(org)
     await session.flush()
     question = OrgQuestion(org_id=org.id, text="Best CRM?")
-    batch = EvaluationBatch(org_id=org.id, batch_date=date(2026, 11, 23), total_runs=1)
+    batch = EvaluationBatch(
+        org_id=org.id, batch_date=date(2026, 11, 23), total_runs=1, price_per_run=Decimal("0.2")
+    )
     session.add_all([question, batch])
     await session.flush()
     run = QuestionRun(
@@ -63,7 +65,14 @@ async def _batch_with_run(session: AsyncSession) -> tuple[Partner, QuestionRun]:
 async def test_one_batch_per_org_and_day(session: AsyncSession) -> None:
     _, run = await _batch_with_run(session)
     batch = await session.get_one(EvaluationBatch, run.batch_id)
-    session.add(EvaluationBatch(org_id=batch.org_id, batch_date=batch.batch_date, total_runs=1))
+    session.add(
+        EvaluationBatch(
+            org_id=batch.org_id,
+            batch_date=batch.batch_date,
+            total_runs=1,
+            price_per_run=Decimal("0.2"),
+        )
+    )
     with pytest.raises(IntegrityError):
         await session.commit()
 

@@ -254,16 +254,8 @@ async def test_latency_is_roughly_respected_and_reported() -> None:
     started = time.perf_counter()
     answer = await make_engine(latency_ms=80).ask(make_request())
     elapsed_ms = (time.perf_counter() - started) * 1000
+    # It waited at least the latency less its jitter, and reports what it waited.
     assert 0.75 * 80 - 5 <= answer.latency_ms <= elapsed_ms + 1
-    assert elapsed_ms < 80 * 1.25 + 100
-
-
-async def test_zero_latency_is_fast() -> None:
-    engine = make_engine(latency_ms=0)
-    started = time.perf_counter()
-    for question, location in QUESTIONS:
-        await engine.ask(make_request(question, location))
-    assert time.perf_counter() - started < 1.0
 
 
 async def test_aclose_is_harmless() -> None:

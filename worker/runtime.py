@@ -1,4 +1,16 @@
-"""The SQS worker: long-poll, dispatch by message type, heartbeat, back off, drain on SIGTERM."""
+"""The SQS worker: receive, dispatch by message type, supervise, drain on SIGTERM.
+
+Each job runs as a task of its own with two guards: a supervised heartbeat that keeps its
+message hidden, and its kind's timeout, both on the injected clock. How a job ends decides what
+happens to its message:
+- done: deleted;
+- failed (raised, or past its timeout): the failure is counted with the job's work
+  (`JobKind.record_failure`), then the message hides for a backoff delay, or, once the kind's
+  attempts are used up, `on_exhausted` records the end and the message is deleted;
+- interrupted (the worker drains, or its message could no longer be kept hidden): released at
+  once, no attempt used.
+A reconciler loop re-sends stranded work and redrives dead letters of unfinished jobs.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +23,46 @@ import random
 import socket
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from app.clock import Clock, sleep_until_set
 from app.context import AppContext
-from app.evaluations.pipeline import stalled_batches
-from app.evaluations.service import enqueue_batch
+from app.errors import describe_error
+from app.jobs import JobControl, JobInterruptedError, JobKind
 from app.logging import log_context
+from app.loops import LoopGaveUpError, LoopPolicy, LoopService
 from app.queue.messages import Message, parse_message
 from app.queue.sqs import ReceivedMessage, SqsQueue
-from worker.registry import REGISTRY, JobKind
+from worker.registry import job_kinds
 
 logger = logging.getLogger(__name__)
+
+RECEIVE_RETRY_SECONDS = 2.0
+# A dead letter that cannot be redriven (unreadable, or its kind declined) stays in the DLQ for
+# people to read; hidden this long so each reconciler pass does not receive it again.
+DEAD_LETTER_HIDE_SECONDS = 3600
+DEAD_LETTERS_PER_PASS = 100
+
+CancelReason = Literal["drain", "timeout", "visibility"]
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(eq=False)  # each job is its own: kept in a set by identity
+class _RunningJob:
+    handler: asyncio.Task[None]
+    cancelled_for: CancelReason | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cancel(self, reason: CancelReason) -> None:
+        if not self.handler.done() and self.cancelled_for is None:
+            self.cancelled_for = reason
+            self.handler.cancel()
 
 
 class Worker:
@@ -34,19 +70,22 @@ class Worker:
         self,
         context: AppContext,
         *,
-        registry: Mapping[str, JobKind] = REGISTRY,
+        kinds: Mapping[str, JobKind[Any]] | None = None,
         worker_id: str | None = None,
     ) -> None:
         self._context = context
         self._settings = context.settings
+        self._clock = context.clock
         self._queue: SqsQueue = context.require_queue()
-        self._registry = registry
+        self._kinds = kinds if kinds is not None else job_kinds(context.settings)
         self.worker_id = worker_id or new_worker_id()
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._jobs: set[_RunningJob] = set()
+        self.reconciler = Reconciler(context, self._queue, self._kinds)
 
     def request_stop(self) -> None:
-        """Stop receiving; in-flight jobs get the drain period to finish."""
+        """Stop receiving and claiming; in-flight work gets the drain period to finish."""
         if not self._stopping.is_set():
             logger.info("stop requested; draining", extra={"in_flight": len(self._in_flight)})
             self._stopping.set()
@@ -56,21 +95,23 @@ class Worker:
             "worker started",
             extra={"worker_id": self.worker_id, "concurrency": self._settings.worker_concurrency},
         )
-        reconciler = asyncio.create_task(self._reconcile_forever())
+        reconciler = asyncio.create_task(self.reconciler.run(self._stopping))
         try:
-            await self._receive_until_stopped()
-            await self._drain()
+            late = await self._receive_until_stopped()
+            # The drain starts with the stop; a long poll still under way is waited for
+            # meanwhile, and whatever it brings goes straight back.
+            await asyncio.gather(self._drain(), self._release_late(late))
         except asyncio.CancelledError:
             # Cancelled outright rather than asked to stop: cut jobs short, release their messages.
             await self._cancel_in_flight()
             raise
         finally:
             reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+            await asyncio.gather(reconciler, return_exceptions=True)
         logger.info("worker stopped", extra={"worker_id": self.worker_id})
 
-    async def _receive_until_stopped(self) -> None:
+    async def _receive_until_stopped(self) -> asyncio.Task[list[ReceivedMessage]] | None:
+        """Receive and start jobs until the stop; returns a receive still under way then."""
         stop = asyncio.create_task(self._stopping.wait())
         try:
             while not self._stopping.is_set():
@@ -80,20 +121,35 @@ class Worker:
                     continue
                 receive = asyncio.create_task(self._queue.receive(free))
                 await asyncio.wait({stop, receive}, return_when="FIRST_COMPLETED")
+                if not receive.done():
+                    return receive
                 try:
-                    messages = await receive
-                except Exception:
-                    logger.exception("receive failed; retrying shortly")
-                    await self._sleep_unless_stopped(2.0)
+                    messages = receive.result()
+                except Exception as exc:
+                    logger.warning(
+                        "receive failed; retrying shortly", extra={"error": describe_error(exc)}
+                    )
+                    await sleep_until_set(self._clock, self._stopping, RECEIVE_RETRY_SECONDS)
                     continue
                 for message in messages:
                     if self._stopping.is_set():
-                        # Received while stopping: hand it straight back to the queue.
-                        await self._release(message)
+                        await self._set_visibility(message, 0)
                     else:
                         self._start(message)
+            return None
         finally:
             stop.cancel()
+
+    async def _release_late(self, receive: asyncio.Task[list[ReceivedMessage]] | None) -> None:
+        if receive is None:
+            return
+        try:
+            messages = await receive
+        except Exception as exc:
+            logger.warning("receive failed while stopping", extra={"error": describe_error(exc)})
+            return
+        for message in messages:
+            await self._set_visibility(message, 0)
 
     def _start(self, message: ReceivedMessage) -> None:
         task = asyncio.create_task(self._process(message))
@@ -103,14 +159,15 @@ class Worker:
     async def _drain(self) -> None:
         if not self._in_flight:
             return
-        _, unfinished = await asyncio.wait(
-            set(self._in_flight), timeout=self._settings.worker_drain_seconds
-        )
-        if unfinished:
+        drained = asyncio.ensure_future(asyncio.wait(set(self._in_flight)))
+        if not await _finished_within(self._clock, drained, self._settings.worker_drain_seconds):
             logger.warning(
-                "drain period over; releasing unfinished jobs", extra={"jobs": len(unfinished)}
+                "drain period over; releasing unfinished jobs",
+                extra={"jobs": len(self._in_flight)},
             )
-            await self._cancel_in_flight()
+            for job in set(self._jobs):
+                job.cancel("drain")
+        await drained
 
     async def _cancel_in_flight(self) -> None:
         tasks = set(self._in_flight)
@@ -123,98 +180,266 @@ class Worker:
             try:
                 job = parse_message(message.body)
             except ValidationError as exc:
-                self._leave_for_dlq(message, f"{exc.error_count()} validation error(s)")
-                await self._set_visibility(message, self._settings.job_retry_base_seconds)
+                await self._leave_for_dlq(message, f"{exc.error_count()} validation error(s)")
                 return
-            kind = self._registry.get(job.type)
+            kind = self._kinds.get(job.type)
             if kind is None:
-                self._leave_for_dlq(message, f"no handler for type {job.type!r}")
-                await self._set_visibility(message, self._settings.job_retry_base_seconds)
+                await self._leave_for_dlq(message, f"no handler for type {job.type!r}")
                 return
             with log_context(**job.log_ids()):
                 await self._run_job(kind, job, message)
 
-    def _leave_for_dlq(self, message: ReceivedMessage, reason: str) -> None:
-        # Not deleted: the queue's redrive policy moves it to the DLQ for inspection.
+    async def _leave_for_dlq(self, message: ReceivedMessage, reason: str) -> None:
+        # Not deleted: the queue's redrive policy moves it to the DLQ for inspection; until
+        # then it comes back at the first retry delay, so it does not spin.
         logger.error(
             "unprocessable message left for the DLQ",
             extra={"receive_count": message.receive_count, "reason": reason},
         )
+        await self._set_visibility(message, self._settings.job_retry_base_seconds)
 
-    async def _run_job(self, kind: JobKind, job: Message, message: ReceivedMessage) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(message))
+    async def _run_job(self, kind: JobKind[Any], job: Message, message: ReceivedMessage) -> None:
+        control = JobControl(worker_id=self.worker_id, stopping=self._stopping)
+        running = _RunningJob(asyncio.create_task(kind.handle(self._context, job, control)))
+        keeper = VisibilityKeeper(self._context, self._queue, message, running)
+        guards = [
+            asyncio.create_task(keeper.run(running.finished)),
+            asyncio.create_task(self._expire(running, kind.timeout)),
+        ]
+        self._jobs.add(running)
         try:
-            await kind.handle(self._context, job, self.worker_id)
+            await asyncio.wait({running.handler})
         except asyncio.CancelledError:
-            heartbeat.cancel()
-            await asyncio.shield(self._release(message))
+            # The worker itself is cancelled: stop the job, give its message back at once.
+            running.cancel("drain")
+            await asyncio.gather(running.handler, return_exceptions=True)
+            await asyncio.shield(self._set_visibility(message, 0))
             raise
-        except Exception as exc:
-            # The heartbeat stops first so it cannot undo the backoff set below.
-            heartbeat.cancel()
-            await self._after_failure(kind, job, message, exc)
+        finally:
+            self._jobs.discard(running)
+            running.finished.set()
+            for guard in guards:
+                guard.cancel()
+            await asyncio.gather(*guards, return_exceptions=True)
+        await self._settle(kind, job, message, running)
+
+    async def _expire(self, running: _RunningJob, after_seconds: float) -> None:
+        await self._clock.sleep(after_seconds)
+        logger.error("job timed out; cancelling it", extra={"timeout_seconds": after_seconds})
+        running.cancel("timeout")
+
+    async def _settle(
+        self, kind: JobKind[Any], job: Message, message: ReceivedMessage, running: _RunningJob
+    ) -> None:
+        handler = running.handler
+        if handler.cancelled():
+            if running.cancelled_for == "timeout":
+                error = f"timed out after {kind.timeout:g} s"
+                await self._after_failure(kind, job, message, error, None)
+            else:
+                logger.info(
+                    "job interrupted; message released", extra={"why": running.cancelled_for}
+                )
+                await self._set_visibility(message, 0)
             return
-        heartbeat.cancel()
-        await self._queue.delete(message.receipt_handle)
+        exc = handler.exception()
+        if exc is None:
+            await self._delete(message)
+        elif isinstance(exc, JobInterruptedError):
+            logger.info("job interrupted; message released", extra={"why": str(exc)})
+            await self._set_visibility(message, 0)
+        else:
+            await self._after_failure(kind, job, message, describe_error(exc), exc)
 
     async def _after_failure(
-        self, kind: JobKind, job: Message, message: ReceivedMessage, exc: Exception
+        self,
+        kind: JobKind[Any],
+        job: Message,
+        message: ReceivedMessage,
+        error: str,
+        exc: BaseException | None,
     ) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        if message.receive_count >= self._settings.job_max_attempts:
-            logger.error("job failed; attempts exhausted", exc_info=exc)
+        try:
+            failures = await kind.record_failure(self._context, job, error)
+        except Exception as record_error:
+            # Not counted (the database may be what failed): retried after the first delay.
+            logger.error(
+                "job failed; its failure could not be recorded",
+                exc_info=exc,
+                extra={"error": error, "record_error": describe_error(record_error)},
+            )
+            await self._set_visibility(message, self._retry_delay(1))
+            return
+        if failures >= kind.max_attempts:
+            logger.error(
+                "job failed; attempts exhausted",
+                exc_info=exc,
+                extra={"failures": failures, "error": error},
+            )
             try:
                 await kind.on_exhausted(self._context, job, error)
-                await self._queue.delete(message.receipt_handle)
-            except Exception:
-                # Left on the queue: its redrive policy takes it to the DLQ.
-                logger.exception("could not record the exhausted job")
+            except Exception as record_error:
+                # Left on the queue: retried, or taken to the DLQ by its redrive policy.
+                logger.error(
+                    "could not record the exhausted job",
+                    extra={"error": describe_error(record_error)},
+                )
+                return
+            await self._delete(message)
             return
-        delay = self._retry_delay(message.receive_count)
+        delay = self._retry_delay(failures)
         logger.warning(
             "job failed; retrying",
             exc_info=exc,
-            extra={"receive_count": message.receive_count, "retry_in_seconds": delay},
+            extra={
+                "failures": failures,
+                "receive_count": message.receive_count,
+                "retry_in_seconds": delay,
+                "error": error,
+            },
         )
         await self._set_visibility(message, delay)
 
-    def _retry_delay(self, receive_count: int) -> int:
+    def _retry_delay(self, failures: int) -> int:
         """Capped exponential backoff with jitter, carried by the message's visibility."""
         ceiling = min(
             self._settings.job_retry_max_seconds,
-            self._settings.job_retry_base_seconds * 2 ** (receive_count - 1),
+            self._settings.job_retry_base_seconds * 2 ** (failures - 1),
         )
         return math.ceil(random.uniform(ceiling / 2, ceiling))
 
-    async def _heartbeat(self, message: ReceivedMessage) -> None:
-        timeout = self._settings.sqs_visibility_timeout
-        while True:
-            await asyncio.sleep(max(1.0, timeout / 3))
-            try:
-                await self._queue.change_visibility(message.receipt_handle, timeout)
-            except Exception:
-                logger.exception("visibility heartbeat failed")
-
-    async def _release(self, message: ReceivedMessage) -> None:
-        await self._set_visibility(message, 0)
+    async def _delete(self, message: ReceivedMessage) -> None:
+        try:
+            await self._queue.delete(message.receipt_handle)
+        except Exception as exc:
+            # Delivered again later; every handler is idempotent.
+            logger.warning("could not delete the message", extra={"error": describe_error(exc)})
 
     async def _set_visibility(self, message: ReceivedMessage, seconds: int) -> None:
         try:
             await self._queue.change_visibility(message.receipt_handle, seconds)
-        except Exception:
-            logger.exception("could not change the message's visibility")
+        except Exception as exc:
+            logger.warning(
+                "could not change the message's visibility", extra={"error": describe_error(exc)}
+            )
 
-    async def _reconcile_forever(self) -> None:
-        while True:
-            await self._sleep_unless_stopped(self._settings.reconcile_interval_seconds)
-            if self._stopping.is_set():
-                return
+
+async def _finished_within(clock: Clock, future: asyncio.Future[Any], seconds: float) -> bool:
+    """Wait for `future` up to `seconds` of the clock; True when it finished."""
+    with contextlib.suppress(TimeoutError):
+        async with clock.timeout(seconds):
+            await asyncio.shield(future)
+    return future.done()
+
+
+class VisibilityKeeper(LoopService):
+    """Keeps a running job's message hidden: every third of SQS_VISIBILITY_TIMEOUT its
+    visibility is extended. If that keeps failing until the message is about to reappear,
+    the job is stopped: another worker will receive it, and two must not run it at once."""
+
+    name = "sqs_visibility_heartbeat"
+
+    def __init__(
+        self,
+        context: AppContext,
+        queue: SqsQueue,
+        message: ReceivedMessage,
+        running: _RunningJob,
+    ) -> None:
+        settings = context.settings
+        self._visibility = settings.sqs_visibility_timeout
+        interval = max(1.0, self._visibility / 3)
+        super().__init__(
+            context.clock,
+            LoopPolicy(
+                interval=interval,
+                iteration_timeout=interval,
+                max_failures=settings.loop_max_failures,
+                backoff_base=1.0,
+            ),
+        )
+        self._queue = queue
+        self._message = message
+        self._running = running
+        self._hidden_until = self.clock.monotonic() + self._visibility
+
+    def deadline(self) -> float:
+        return self._hidden_until - 1.0
+
+    async def run_once(self) -> None:
+        started = self.clock.monotonic()
+        await self._queue.change_visibility(self._message.receipt_handle, self._visibility)
+        self._hidden_until = started + self._visibility
+
+    async def on_give_up(self, error: LoopGaveUpError) -> None:
+        self._running.cancel("visibility")
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        # Giving up stops the job (on_give_up); the loop's own end needs no further report.
+        with contextlib.suppress(LoopGaveUpError):
+            await super().run(stop)
+
+
+class Reconciler(LoopService):
+    """Every RECONCILE_INTERVAL_SECONDS: each job kind re-sends its stranded work, and copies
+    of unfinished jobs found in the dead-letter queue are sent again at once."""
+
+    name = "reconciler"
+
+    def __init__(
+        self, context: AppContext, queue: SqsQueue, kinds: Mapping[str, JobKind[Any]]
+    ) -> None:
+        interval = context.settings.reconcile_interval_seconds
+        super().__init__(
+            context.clock,
+            # It protects nothing running: it retries for as long as the worker lives.
+            LoopPolicy(interval=interval, iteration_timeout=max(interval, 60.0), max_failures=None),
+        )
+        self._context = context
+        self._queue = queue
+        self._kinds = kinds
+
+    async def run_once(self) -> None:
+        for kind in self._kinds.values():
+            await kind.reconcile(self._context)
+        await self.redrive_dead_letters()
+
+    async def redrive_dead_letters(self) -> int:
+        """Send unfinished jobs from the DLQ back to the queue; returns how many were sent."""
+        dead_letters = await self._queue.dead_letter_queue()
+        if dead_letters is None:
+            return 0
+        redriven = seen = 0
+        while seen < DEAD_LETTERS_PER_PASS:
+            messages = await dead_letters.receive(10, wait_seconds=0)
+            if not messages:
+                break
+            seen += len(messages)
+            for message in messages:
+                if await self._redrive(dead_letters, message):
+                    redriven += 1
+        return redriven
+
+    async def _redrive(self, dead_letters: SqsQueue, message: ReceivedMessage) -> bool:
+        with log_context(sqs_message_id=message.message_id):
             try:
-                for batch in await stalled_batches(self._context):
-                    await enqueue_batch(self._queue, batch, reason="reconciler")
-            except Exception:
-                logger.exception("reconciler pass failed")
-
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+                job = parse_message(message.body)
+            except ValidationError:
+                await dead_letters.change_visibility(
+                    message.receipt_handle, DEAD_LETTER_HIDE_SECONDS
+                )
+                return False
+            kind = self._kinds.get(job.type)
+            if kind is None:
+                await dead_letters.change_visibility(
+                    message.receipt_handle, DEAD_LETTER_HIDE_SECONDS
+                )
+                return False
+            with log_context(**job.log_ids()):
+                if not await kind.on_dead_letter(self._context, job):
+                    await dead_letters.delete(message.receipt_handle)
+                    return False
+                # A fresh copy: its receive count starts again, the job's failures do not.
+                await self._queue.send(job.model_copy(update={"message_id": uuid.uuid4()}))
+                await dead_letters.delete(message.receipt_handle)
+                return True

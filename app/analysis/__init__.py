@@ -8,14 +8,12 @@ from app.analysis.base import (
     VariationResult,
 )
 from app.analysis.factory import analysis_provider, create_analyst
-from app.analysis.llm import LlmAnalyst
 from app.analysis.simulated import SimulatedAnalyst
 
 __all__ = [
     "AnalysisError",
     "Analyst",
     "AnswerAnalysis",
-    "LlmAnalyst",
     "Sentiment",
     "SimulatedAnalyst",
     "VariationResult",

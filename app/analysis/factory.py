@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import openai
-
 from app.analysis.base import Analyst
-from app.analysis.llm import LlmAnalyst, LlmConfig
 from app.analysis.simulated import SimulatedAnalyst
-from app.engines.openai_clients import OpenAIProvider, openai_client
-from app.engines.ratelimit import RateLimiter, call_limit
+from app.engines.ratelimit import RateLimiter
 from app.settings import Settings
 
 Provider = Literal["openai", "azure_openai", "simulated"]
@@ -32,24 +28,15 @@ def create_analyst(settings: Settings, limiter: RateLimiter) -> Analyst:
     provider = analysis_provider(settings)
     if provider == "simulated":
         return SimulatedAnalyst()
-    config = LlmConfig(
-        provider=provider,
-        model=settings.analysis_model,
-        input_price_per_mtok=settings.analysis_input_price_per_mtok,
-        output_price_per_mtok=settings.analysis_output_price_per_mtok,
-        timeout_seconds=settings.analysis_timeout_seconds,
-        retry_base_seconds=settings.run_retry_base_seconds,
-        retry_max_seconds=settings.run_retry_max_seconds,
-    )
-    return LlmAnalyst(_client(settings, provider, limiter), config)
+    # Imported here: the openai package takes most of a second to import, which a process
+    # that never calls a model (simulated analysis, the API) should not pay at every start.
+    from app.analysis.llm import LlmAnalyst, LlmConfig
+    from app.engines.openai_clients import openai_client
+    from app.engines.ratelimit import call_limit
 
-
-def _client(
-    settings: Settings, provider: OpenAIProvider, limiter: RateLimiter
-) -> openai.AsyncOpenAI:
     timeout = settings.analysis_timeout_seconds
     # No Azure deployment is fixed here: ANALYSIS_MODEL, named in each call, is the deployment.
-    return openai_client(
+    client = openai_client(
         settings,
         provider,
         limiter=limiter,
@@ -62,3 +49,13 @@ def _client(
         ),
         timeout=timeout,
     )
+    config = LlmConfig(
+        provider=provider,
+        model=settings.analysis_model,
+        input_price_per_mtok=settings.analysis_input_price_per_mtok,
+        output_price_per_mtok=settings.analysis_output_price_per_mtok,
+        timeout_seconds=settings.analysis_timeout_seconds,
+        retry_base_seconds=settings.run_retry_base_seconds,
+        retry_max_seconds=settings.run_retry_max_seconds,
+    )
+    return LlmAnalyst(client, config)

@@ -10,11 +10,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import authenticate_request
 from app.context import AppContext
-from app.errors import DomainError
+from app.db.errors import database_unavailable
+from app.errors import DomainError, describe_error
 from app.evaluations.router import router as evaluations_router
 from app.health import check_dependencies
 from app.orgs.router import router as orgs_router
@@ -22,6 +24,9 @@ from app.partners.router import router as partners_router
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# What a client is told to wait before trying again while the database is unavailable.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI:
@@ -89,8 +94,21 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            logger.warning("database unavailable", extra={"error": describe_error(exc)})
+            response = _error(
+                503,
+                "database_unavailable",
+                "the database is not answering; try again shortly",
+            )
+            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+            return response
         logger.exception("unhandled error", exc_info=exc)
         return _error(500, "internal_error", "an unexpected error occurred")
+
+    # Registered by class, so they are answered here rather than by the server's last resort.
+    app.add_exception_handler(SQLAlchemyError, unexpected)
+    app.add_exception_handler(OSError, unexpected)
 
 
 def _add_health(app: FastAPI) -> None:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Date,
     Enum,
     ForeignKey,
@@ -58,6 +59,7 @@ class RunStatus(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # never asked: its batch was cancelled first
 
 
 class StepStatus(enum.StrEnum):
@@ -75,12 +77,24 @@ def _values(cls: type[enum.StrEnum]) -> list[str]:
     return [member.value for member in cls]
 
 
+# Money is text on SQLite: the casts make these checks numeric on both dialects.
+_BALANCE = "CAST(balance AS NUMERIC)"
+_RESERVED = "CAST(reserved AS NUMERIC)"
+
+
 class Partner(Base):
     __tablename__ = "partners"
+    __table_args__ = (
+        CheckConstraint(f"{_BALANCE} >= 0", name="balance_not_negative"),
+        CheckConstraint(f"{_RESERVED} >= 0", name="reserved_not_negative"),
+        CheckConstraint(f"{_BALANCE} - {_RESERVED} >= 0", name="available_not_negative"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     balance: Mapped[Decimal]
+    # Held for admitted batches' runs not yet charged: available = balance − reserved.
+    reserved: Mapped[Decimal] = mapped_column(default=Decimal(0))
     price_per_run: Mapped[Decimal]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -159,6 +173,7 @@ class EvaluationBatch(Base):
     __table_args__ = (
         UniqueConstraint("org_id", "batch_date"),
         Index("ix_evaluation_batches_status_heartbeat", "status", "heartbeat_at"),
+        CheckConstraint("CAST(reserved_amount AS NUMERIC) >= 0", name="reserved_not_negative"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -171,7 +186,15 @@ class EvaluationBatch(Base):
     triggered_by: Mapped[str] = mapped_column(String(100), default="api")
     user_id: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
-    job_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The partner's price when the batch was admitted: what its reservation and charges use.
+    price_per_run: Mapped[Decimal]
+    # What this batch still holds of its partner's `reserved`.
+    reserved_amount: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    job_attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker started it
+    # The job's own failures since it was admitted: restarts, drains and redeliveries are not.
+    job_failures: Mapped[int] = mapped_column(Integer, default=0)
+    job_redrives: Mapped[int] = mapped_column(Integer, default=0)  # copies sent back from the DLQ
+    cancel_requested_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]

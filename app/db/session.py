@@ -6,13 +6,15 @@ from typing import Any
 
 from sqlalchemy import Connection, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import await_only
 
 from app.settings import Settings
 
@@ -27,14 +29,52 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_async_engine(
+    statement_timeout = settings.database_statement_timeout_seconds
+    connect_timeout = settings.database_connect_timeout_seconds
+    engine = create_async_engine(
         url,
         echo=settings.database_echo,
+        # Errors and logs never carry the parameters of a statement (answers, names, keys).
+        hide_parameters=True,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        pool_timeout=settings.database_pool_timeout_seconds,
         pool_recycle=1800,
+        connect_args={
+            # A server that accepts the connection but never answers (frozen) must not hang us.
+            "timeout": connect_timeout,
+            # Client side: a statement the server never answers; server side: one it runs long.
+            "command_timeout": statement_timeout,
+            "server_settings": {"statement_timeout": str(round(statement_timeout * 1000))},
+        },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _pinger(connect_timeout))
+    return engine
+
+
+def _pinger(timeout: float) -> Any:
+    """A pooled connection is checked before use, so one left dead by a database restart is
+    replaced instead of failing a request. Unlike `pool_pre_ping`, whose ping waits as long as
+    any statement may, this one gives up after the connect timeout: a frozen server is known
+    in seconds."""
+
+    def ping(
+        dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        connection = dbapi_connection.driver_connection
+        try:
+            await_only(connection.fetchval("SELECT 1", timeout=timeout))
+        except TimeoutError:
+            # The server is there but does not answer: a fresh connection would not fare
+            # better, so the request fails now. Cut at once (a polite close would wait too).
+            connection.terminate()
+            raise
+        except Exception as exc:
+            # Dead (the server restarted): the pool drops it and checks out a fresh one.
+            connection.terminate()
+            raise DisconnectionError(f"{type(exc).__name__} while pinging") from exc
+
+    return ping
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

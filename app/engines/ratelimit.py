@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,6 +20,8 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from app.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +90,12 @@ return {1, 0}
 
 
 class RedisRateLimiter:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, clock: Clock) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
-        self._fallback = LocalRateLimiter()
+        self._fallback = LocalRateLimiter(clock)
 
     @asynccontextmanager
     async def slot(self, name: str, limit: RateLimit) -> AsyncIterator[None]:
@@ -134,7 +136,7 @@ class RedisRateLimiter:
             taken, wait_ms = await self._acquire(keys=[slots_key, tat_key], args=args)
             if taken:
                 return
-            await asyncio.sleep(_SLOT_POLL_SECONDS if wait_ms < 0 else wait_ms / 1000)
+            await self._clock.sleep(_SLOT_POLL_SECONDS if wait_ms < 0 else wait_ms / 1000)
 
 
 @dataclass(slots=True)
@@ -147,7 +149,8 @@ class _LocalState:
 class LocalRateLimiter:
     """The same limits within one process, for when REDIS_URL is unset."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self._states: dict[str, _LocalState] = {}
 
     @asynccontextmanager
@@ -159,11 +162,11 @@ class LocalRateLimiter:
                 state.released.clear()
                 await state.released.wait()
                 continue
-            now = time.monotonic()
+            now = self._clock.monotonic()
             tat = max(state.tat, now)
             wait = tat - (limit.burst - 1) * interval - now
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self._clock.sleep(wait)
                 continue
             state.tat = tat + interval
             state.holders += 1

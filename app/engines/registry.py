@@ -13,7 +13,6 @@ from app.engines.anthropic import AnthropicEngine
 from app.engines.base import Engine
 from app.engines.brightdata import BrightDataEngine
 from app.engines.linkup import LinkupEngine
-from app.engines.openai_chat import AzureOpenAIEngine, OpenAIEngine
 from app.engines.ratelimit import RateLimiter
 from app.engines.simulated import ENGINE_IDS, SimulatedEngine
 from app.errors import InvalidInputError
@@ -21,13 +20,28 @@ from app.settings import Settings
 
 RealEngineFactory = Callable[[Settings, RateLimiter], Engine]
 
+
+def _openai(settings: Settings, limiter: RateLimiter) -> Engine:
+    # Imported when built: the openai package is slow to import, and a process serving these
+    # engines simulated (or not at all) never needs it.
+    from app.engines.openai_chat import OpenAIEngine
+
+    return OpenAIEngine(settings, limiter)
+
+
+def _azure_openai(settings: Settings, limiter: RateLimiter) -> Engine:
+    from app.engines.openai_chat import AzureOpenAIEngine
+
+    return AzureOpenAIEngine(settings, limiter)
+
+
 # engine id → (what must be set, how to build its client)
 _REAL_ENGINES: dict[str, tuple[str, Callable[[Settings], bool], RealEngineFactory]] = {
-    "openai": ("OPENAI_API_KEY", lambda s: s.openai_api_key is not None, OpenAIEngine),
+    "openai": ("OPENAI_API_KEY", lambda s: s.openai_api_key is not None, _openai),
     "azure_openai": (
         "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT",
         lambda s: s.azure_openai_api_key is not None and bool(s.azure_openai_endpoint),
-        AzureOpenAIEngine,
+        _azure_openai,
     ),
     "anthropic": ("ANTHROPIC_API_KEY", lambda s: s.anthropic_api_key is not None, AnthropicEngine),
     "brightdata_chatgpt": (

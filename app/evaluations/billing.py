@@ -1,66 +1,130 @@
-"""What a batch will cost a partner, and charging each completed run exactly once."""
+"""Money: a batch reserves what it may cost before it runs, and charging spends the reservation.
+
+Every change here happens with the partner's row locked (`lock_partner`), then the batch's,
+then its runs' — the one order every writer of these rows takes them in, so two writers never
+wait on each other in opposite orders:
+- admission reserves the batch's uncharged runs × its price against the available amount
+  (balance − reserved), or refuses with 402;
+- charging writes one ledger row per completed run (unique per run) and moves that much out of
+  both the balance and the reservation;
+- a run that fails gives its share back; a batch that ends gives back whatever it still holds.
+The database's CHECK constraints keep the balance and the available amount from going below
+zero whatever the code does.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
-from app.db.models import Partner, QuestionRun, RunStatus, UsageLedgerEntry
-from app.db.types import utcnow
+from app.db.models import EvaluationBatch, Partner, QuestionRun, RunStatus, UsageLedgerEntry
 from app.db.upsert import insert_ignoring_conflicts
 from app.errors import InsufficientBalanceError
 
 
+def available(partner: Partner) -> Decimal:
+    return partner.balance - partner.reserved
+
+
+async def lock_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
+    partner = await session.scalar(
+        select(Partner)
+        .where(Partner.id == partner_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if partner is None:
+        raise RuntimeError(f"partner {partner_id} vanished")
+    return partner
+
+
+async def lock_batch(session: AsyncSession, batch_id: uuid.UUID) -> EvaluationBatch:
+    return await session.get_one(
+        EvaluationBatch, batch_id, with_for_update=True, populate_existing=True
+    )
+
+
 async def uncharged_runs(session: AsyncSession, batch_id: uuid.UUID) -> int:
-    """Runs that may still be charged: not yet charged and not given up on."""
+    """Runs that may still be charged: not yet charged, and neither failed nor cancelled."""
     count = await session.scalar(
         select(func.count())
         .select_from(QuestionRun)
         .where(
             QuestionRun.batch_id == batch_id,
             QuestionRun.charged_at.is_(None),
-            QuestionRun.status != RunStatus.FAILED,
+            QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPLETED]),
         )
     )
     return count or 0
 
 
-def require_balance(partner: Partner, runs: int) -> None:
-    required = partner.price_per_run * runs
-    if partner.balance < required:
-        raise InsufficientBalanceError(runs=runs, required=required, available=partner.balance)
+def require_available(partner: Partner, runs: int, price: Decimal, held: Decimal) -> Decimal:
+    """What `runs` at `price` need beyond `held` (already reserved for them); 402 when the
+    partner's available amount cannot cover it."""
+    required = price * runs
+    if available(partner) + held < required:
+        raise InsufficientBalanceError(
+            runs=runs, required=required, available=available(partner) + held
+        )
+    return required - held
+
+
+def reserve(partner: Partner, batch: EvaluationBatch, amount: Decimal) -> None:
+    """Move `amount` (may be negative: an excess given back) into the batch's reservation."""
+    partner.reserved = partner.reserved + amount
+    batch.reserved_amount = batch.reserved_amount + amount
+
+
+async def admit(session: AsyncSession, partner: Partner, batch: EvaluationBatch, runs: int) -> None:
+    """Reserve what `runs` uncharged runs of the batch may cost, at the partner's current price.
+
+    The partner's row must be locked by the caller (`lock_partner`), in this transaction.
+    """
+    batch.price_per_run = partner.price_per_run
+    held = batch.reserved_amount
+    reserve(partner, batch, require_available(partner, runs, batch.price_per_run, held))
+    await session.flush()
+
+
+def release_run_share(partner: Partner, batch: EvaluationBatch) -> None:
+    """A run that will not be charged gives its share of the reservation back."""
+    reserve(partner, batch, -min(batch.price_per_run, batch.reserved_amount))
+
+
+def release_all(partner: Partner, batch: EvaluationBatch) -> None:
+    """A batch that ended gives back all it still holds."""
+    reserve(partner, batch, -batch.reserved_amount)
 
 
 async def charge_completed_runs(
-    session: AsyncSession, batch_id: uuid.UUID, partner_id: uuid.UUID, actor: str
+    session: AsyncSession,
+    partner: Partner,
+    batch: EvaluationBatch,
+    actor: str,
+    now: datetime,
 ) -> int:
-    """Charge every completed, uncharged run of the batch; returns how many were charged.
+    """Charge every completed, uncharged run of the batch at its admitted price; returns how
+    many were charged. Partner and batch rows must be locked by the caller.
 
-    The partner row is locked first, so concurrent chargers queue up and each later one sees
-    the runs the earlier one marked; the ledger's unique run id is the final guard.
+    The ledger's unique run id is the final guard against charging a run twice.
     """
-    partner = await session.scalar(
-        select(Partner).where(Partner.id == partner_id).with_for_update()
-    )
-    if partner is None:
-        raise RuntimeError(f"partner {partner_id} vanished")
     run_ids = list(
         await session.scalars(
             select(QuestionRun.id).where(
-                QuestionRun.batch_id == batch_id,
+                QuestionRun.batch_id == batch.id,
                 QuestionRun.status == RunStatus.COMPLETED,
                 QuestionRun.charged_at.is_(None),
             )
         )
     )
     if not run_ids:
-        await session.commit()
         return 0
-    price = partner.price_per_run
+    price = batch.price_per_run
     inserted = await session.execute(
         insert_ignoring_conflicts(session, UsageLedgerEntry, ["question_run_id"])
         .values(
@@ -68,10 +132,10 @@ async def charge_completed_runs(
                 {
                     "id": uuid.uuid4(),
                     "question_run_id": run_id,
-                    "batch_id": batch_id,
-                    "partner_id": partner_id,
+                    "batch_id": batch.id,
+                    "partner_id": partner.id,
                     "amount": price,
-                    "created_at": utcnow(),
+                    "created_at": now,
                 }
                 for run_id in run_ids
             ]
@@ -80,9 +144,12 @@ async def charge_completed_runs(
     )
     charged = [row[0] for row in inserted]
     await session.execute(
-        update(QuestionRun).where(QuestionRun.id.in_(run_ids)).values(charged_at=utcnow())
+        update(QuestionRun).where(QuestionRun.id.in_(run_ids)).values(charged_at=now)
     )
     amount = price * len(charged)
+    # The reservation covered these runs: the money leaves the balance and the reservation
+    # together, so what is available does not change.
+    reserve(partner, batch, -min(amount, batch.reserved_amount))
     partner.balance = partner.balance - amount
     if charged:
         record_audit(
@@ -90,10 +157,10 @@ async def charge_completed_runs(
             actor=actor,
             action="batch.charged",
             resource_type="batch",
-            resource_id=batch_id,
+            resource_id=batch.id,
             details={"runs": len(charged), "amount": str(amount), "price_per_run": str(price)},
         )
-    await session.commit()
+    await session.flush()
     return len(charged)
 
 

@@ -2,6 +2,9 @@
 
 Runs are claimed with a lease (a conditional UPDATE), so any number of workers can work on one
 batch — a redelivered job, a duplicate — without asking an engine twice for the same run.
+Leases are written and compared in the database's time, so workers' clocks may disagree. A
+supervised loop renews this worker's leases; a run whose lease is not renewed in time stops
+being worked on (its engine call is abandoned) before another worker may take it over.
 """
 
 from __future__ import annotations
@@ -10,15 +13,17 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analysis.merge import AnalysisOutcome, analyse, judged_mention, named_competitors
+from app.clock import sleep_until_set
 from app.context import AppContext
+from app.db.clock import db_now
 from app.db.models import (
+    BatchStatus,
     EvaluationBatch,
     QuestionRun,
     RunCitation,
@@ -26,17 +31,20 @@ from app.db.models import (
     RunMention,
     RunStatus,
 )
-from app.db.types import utcnow
 from app.db.upsert import rows_affected
 from app.engines.backoff import backoff_seconds
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
 from app.engines.guard import invalid_answer_reason
-from app.errors import InvalidInputError
+from app.errors import InvalidInputError, describe_error
+from app.evaluations.billing import lock_batch, lock_partner, release_run_share
 from app.extraction import Extraction, OrgProfile, extract
+from app.jobs import JobControl, JobInterruptedError
+from app.loops import LoopGaveUpError, LoopPolicy, LoopService
 
 logger = logging.getLogger(__name__)
 
 WAIT_FOR_OTHERS_SECONDS = 1.0
+MAX_RUN_ERROR = 2000  # a provider's error text, kept on the run to read
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,35 +72,57 @@ class ClaimedRun:
 
 class MatrixRunner:
     def __init__(
-        self, context: AppContext, batch_id: uuid.UUID, subject: Subject, worker_id: str
+        self,
+        context: AppContext,
+        batch_id: uuid.UUID,
+        partner_id: uuid.UUID,
+        subject: Subject,
+        control: JobControl,
     ) -> None:
         self._context = context
         self._settings = context.settings
+        self._clock = context.clock
         self._batch_id = batch_id
+        self._partner_id = partner_id
         self._subject = subject
-        self._worker_id = worker_id
-        self._lease = timedelta(seconds=self._settings.run_lease_seconds)
+        self._control = control
+        self._worker_id = control.worker_id
+        self._executing: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat())
+        """Until no run is left to ask: returns once every run has ended (or, for a batch being
+        cancelled, once none is in flight); raises JobInterruptedError when the worker drains."""
         try:
-            engines = await self._unfinished_engines()
-            while engines:
-                try:
-                    async with asyncio.TaskGroup() as group:
-                        for engine_id in engines:
-                            for _ in range(self._lane_width(engine_id)):
-                                group.create_task(self._claim_and_execute(engine_id))
-                except ExceptionGroup as errors:
-                    # The step's recorded error should name the cause, not the group around it.
-                    raise errors.exceptions[0] from errors
-                engines = await self._unfinished_engines()
+            while True:
+                if self._control.stopping.is_set():
+                    raise JobInterruptedError("the worker is draining")
+                engines = await self._claimable_engines()
                 if engines:
-                    # Another worker holds the remaining runs: wait for it, or its lease to end.
-                    await asyncio.sleep(WAIT_FOR_OTHERS_SECONDS)
+                    await self._work(engines)
+                    continue
+                if await self._all_ended():
+                    return
+                # Another worker holds the remaining runs: wait for it, or its lease to end.
+                await sleep_until_set(self._clock, self._control.stopping, WAIT_FOR_OTHERS_SECONDS)
         finally:
-            heartbeat.cancel()
             await asyncio.shield(self._release_claims())
+
+    async def _work(self, engines: list[str]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                # A keeper per round of claims: what it holds starts with them.
+                leases = LeaseKeeper(self, self._context, self._batch_id)
+                keeper = group.create_task(leases.run())
+                lanes = [
+                    group.create_task(self._lane(engine_id))
+                    for engine_id in engines
+                    for _ in range(self._lane_width(engine_id))
+                ]
+                await asyncio.wait(lanes)
+                keeper.cancel()
+        except ExceptionGroup as errors:
+            # The step's recorded error should name the cause, not the group around it.
+            raise errors.exceptions[0] from errors
 
     def _lane_width(self, engine_id: str) -> int:
         """Each engine gets its own lane of RUN_CONCURRENCY runs, so a slow engine (a scraper
@@ -104,16 +134,41 @@ class MatrixRunner:
             batch_size = 1
         return max(self._settings.run_concurrency, batch_size)
 
-    async def _claim_and_execute(self, engine_id: str) -> None:
-        while (run := await self._claim(engine_id)) is not None:
-            await self._execute(run)
+    async def _lane(self, engine_id: str) -> None:
+        # Draining stops the claiming at once; what is in flight finishes or is handed back.
+        while not self._control.stopping.is_set():
+            run = await self._claim(engine_id)
+            if run is None or self._control.stopping.is_set():
+                # A claim that lands after the stop is never started: handed back at the end.
+                return
+            task = asyncio.create_task(self._execute(run))
+            self._executing[run.id] = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                # The matrix is stopping (a drain's end, a timeout): so does the engine call.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+            finally:
+                self._executing.pop(run.id, None)
+            if not task.cancelled():
+                task.result()  # a bug in _execute ends the matrix with its error
+            # Cancelled alone: its lease was lost to another worker; this lane goes on.
+
+    def abandon(self, run_ids: set[uuid.UUID]) -> None:
+        """Stop working on runs whose leases this worker no longer holds."""
+        for run_id in run_ids:
+            task = self._executing.get(run_id)
+            if task is not None and not task.done():
+                logger.warning("lease lost; abandoning the engine call", extra={"run_id": run_id})
+                task.cancel()
+
+    def executing(self) -> set[uuid.UUID]:
+        return set(self._executing)
 
     async def _claim(self, engine_id: str) -> ClaimedRun | None:
-        now = utcnow()
-        claimable = or_(
-            QuestionRun.status == RunStatus.PENDING,
-            and_(QuestionRun.status == RunStatus.RUNNING, QuestionRun.lease_expires_at < now),
-        )
+        claimable = _claimable()
         candidate = (
             select(QuestionRun.id)
             .where(
@@ -130,13 +185,13 @@ class MatrixRunner:
             row = (
                 await session.execute(
                     update(QuestionRun)
-                    .where(QuestionRun.id == candidate, claimable)
+                    .where(QuestionRun.id == candidate, claimable, self._batch_is_live())
                     .values(
                         status=RunStatus.RUNNING,
                         claimed_by=self._worker_id,
-                        lease_expires_at=now + self._lease,
+                        lease_expires_at=db_now(self._settings.run_lease_seconds),
                         attempts=QuestionRun.attempts + 1,
-                        started_at=func.coalesce(QuestionRun.started_at, now),
+                        started_at=func.coalesce(QuestionRun.started_at, self._clock.now()),
                     )
                     .returning(
                         QuestionRun.id,
@@ -149,6 +204,17 @@ class MatrixRunner:
             ).first()
             await session.commit()
         return None if row is None else ClaimedRun(*row)
+
+    def _batch_is_live(self, *, claiming: bool = True) -> ColumnElement[bool]:
+        """Runs are claimed only while their batch runs and nobody asked to cancel it; a run
+        in flight is stored while the batch runs (a cancel waits for it)."""
+        conditions = [
+            EvaluationBatch.id == self._batch_id,
+            EvaluationBatch.status == BatchStatus.RUNNING,
+        ]
+        if claiming:
+            conditions.append(EvaluationBatch.cancel_requested_at.is_(None))
+        return select(EvaluationBatch.id).where(*conditions).exists()
 
     async def _execute(self, run: ClaimedRun) -> None:
         try:
@@ -165,7 +231,7 @@ class MatrixRunner:
                 if not exc.retryable or attempt == max_attempts:
                     await self._fail(run, f"{exc.reason} (after {attempt} attempt(s))", attempt)
                     return
-                await asyncio.sleep(
+                await self._clock.sleep(
                     backoff_seconds(
                         attempt,
                         exc.retry_after,
@@ -243,7 +309,7 @@ class MatrixRunner:
                 latency_ms=answer.latency_ms,
                 simulated=answer.simulated,
                 error=None,
-                completed_at=utcnow(),
+                completed_at=self._clock.now(),
                 lease_expires_at=None,
             )
         )
@@ -252,8 +318,9 @@ class MatrixRunner:
     async def _fail(
         self, run: ClaimedRun, reason: str, calls: int = 1, answer: EngineAnswer | None = None
     ) -> None:
-        """A failed run is never charged nor measured; a rejected answer is kept to inspect,
-        with what the provider billed for it, which the batch's cost includes."""
+        """A failed run is never charged nor measured, and gives its share of the batch's
+        reservation back; a rejected answer is kept to inspect, with what the provider billed
+        for it, which the batch's cost includes."""
         kept = (
             {}
             if answer is None
@@ -264,17 +331,22 @@ class MatrixRunner:
             }
         )
         async with self._context.sessions() as session:
-            await session.execute(
+            # Partner, batch, then run: the order every writer of these rows locks them in.
+            partner = await lock_partner(session, self._partner_id)
+            batch = await lock_batch(session, self._batch_id)
+            failed = await session.execute(
                 update(QuestionRun)
                 .where(self._still_ours(run))
                 .values(
                     status=RunStatus.FAILED,
-                    error=reason[:2000],
+                    error=reason[:MAX_RUN_ERROR],
                     lease_expires_at=None,
                     attempts=_with_retries(calls),
                     **kept,
                 )
             )
+            if rows_affected(failed):
+                release_run_share(partner, batch)
             await session.commit()
         logger.warning(
             "run failed", extra={"run_id": run.id, "engine": run.engine_id, "error": reason}
@@ -285,26 +357,79 @@ class MatrixRunner:
             QuestionRun.id == run.id,
             QuestionRun.status == RunStatus.RUNNING,
             QuestionRun.claimed_by == self._worker_id,
+            self._batch_is_live(claiming=False),
         )
 
-    async def _unfinished_engines(self) -> list[str]:
+    async def _claimable_engines(self) -> list[str]:
         async with self._context.sessions() as session:
             engines = await session.scalars(
                 select(QuestionRun.engine_id)
                 .where(
                     QuestionRun.batch_id == self._batch_id,
-                    QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING]),
+                    _claimable(),
+                    self._batch_is_live(),
                 )
                 .distinct()
                 .order_by(QuestionRun.engine_id)
             )
             return list(engines)
 
-    async def _heartbeat(self) -> None:
-        interval = max(0.5, self._settings.run_lease_seconds / 3)
-        while True:
-            await asyncio.sleep(interval)
-            now = utcnow()
+    async def _all_ended(self) -> bool:
+        """No run is left to ask — or, for a batch being cancelled, none is in flight with
+        another worker. One query, so a lease that ends meanwhile cannot make a run look both
+        not claimable and not held."""
+        unfinished = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING])
+        held_elsewhere = and_(
+            QuestionRun.status == RunStatus.RUNNING,
+            QuestionRun.claimed_by != self._worker_id,
+            QuestionRun.lease_expires_at >= db_now(),
+        )
+        cancelling = (
+            select(EvaluationBatch.cancel_requested_at)
+            .where(EvaluationBatch.id == self._batch_id)
+            .scalar_subquery()
+        )
+        async with self._context.sessions() as session:
+            left, held, cancel_requested = (
+                await session.execute(
+                    select(
+                        func.count().filter(unfinished),
+                        func.count().filter(held_elsewhere),
+                        cancelling,
+                    ).where(QuestionRun.batch_id == self._batch_id)
+                )
+            ).one()
+        return left == 0 or (cancel_requested is not None and held == 0)
+
+    async def renew_leases(self) -> set[uuid.UUID]:
+        """Extend the leases of this worker's runs of the batch; returns the runs renewed."""
+        async with self._context.sessions() as session:
+            # The batch's row before its runs': the order every writer locks them in.
+            await session.execute(
+                update(EvaluationBatch)
+                .where(EvaluationBatch.id == self._batch_id)
+                .values(heartbeat_at=db_now())
+            )
+            renewed = await session.scalars(
+                update(QuestionRun)
+                .where(
+                    QuestionRun.batch_id == self._batch_id,
+                    QuestionRun.claimed_by == self._worker_id,
+                    QuestionRun.status == RunStatus.RUNNING,
+                )
+                .values(lease_expires_at=db_now(self._settings.run_lease_seconds))
+                .returning(QuestionRun.id)
+            )
+            ids = set(renewed)
+            await session.commit()
+        return ids
+
+    async def _release_claims(self) -> None:
+        """Hand unfinished runs back at once instead of making others wait out the lease.
+
+        Best effort: with the database gone the leases end by themselves.
+        """
+        try:
             async with self._context.sessions() as session:
                 await session.execute(
                     update(QuestionRun)
@@ -313,28 +438,69 @@ class MatrixRunner:
                         QuestionRun.claimed_by == self._worker_id,
                         QuestionRun.status == RunStatus.RUNNING,
                     )
-                    .values(lease_expires_at=now + self._lease)
-                )
-                await session.execute(
-                    update(EvaluationBatch)
-                    .where(EvaluationBatch.id == self._batch_id)
-                    .values(heartbeat_at=now)
+                    .values(status=RunStatus.PENDING, claimed_by=None, lease_expires_at=None)
                 )
                 await session.commit()
-
-    async def _release_claims(self) -> None:
-        """Hand unfinished runs back at once instead of making others wait out the lease."""
-        async with self._context.sessions() as session:
-            await session.execute(
-                update(QuestionRun)
-                .where(
-                    QuestionRun.batch_id == self._batch_id,
-                    QuestionRun.claimed_by == self._worker_id,
-                    QuestionRun.status == RunStatus.RUNNING,
-                )
-                .values(status=RunStatus.PENDING, claimed_by=None, lease_expires_at=None)
+        except Exception as exc:
+            logger.warning(
+                "could not hand the claimed runs back; their leases will expire",
+                extra={"error": describe_error(exc)},
             )
-            await session.commit()
+
+
+class LeaseKeeper(LoopService):
+    """Renews the runner's leases every third of RUN_LEASE_SECONDS, supervised.
+
+    A lease counts as held only until RUN_LEASE_SECONDS after the start of its last successful
+    renewal, measured on this worker's monotonic clock (durations, not instants, so a skewed
+    wall clock does not matter). If renewals keep failing, the keeper gives up before that:
+    every run in flight is abandoned and handed back, so no other worker can take a run over
+    while this one still asks its engine.
+    """
+
+    name = "run_lease_heartbeat"
+
+    def __init__(self, runner: MatrixRunner, context: AppContext, batch_id: uuid.UUID) -> None:
+        settings = context.settings
+        lease = settings.run_lease_seconds
+        super().__init__(
+            context.clock,
+            LoopPolicy(
+                interval=lease / 3,
+                iteration_timeout=lease / 3,
+                max_failures=settings.loop_max_failures,
+                backoff_base=min(1.0, lease / 30),
+            ),
+        )
+        self._runner = runner
+        self._batch_id = batch_id
+        self._lease = lease
+        self._held_until = self.clock.monotonic() + lease
+
+    def deadline(self) -> float:
+        # A third of the lease to spare: the abandoned calls still have to stop.
+        return self._held_until - self._lease / 3
+
+    def log_fields(self) -> dict[str, object]:
+        return {"batch_id": self._batch_id}
+
+    async def run_once(self) -> None:
+        started = self.clock.monotonic()
+        in_flight = self._runner.executing()
+        renewed = await self._runner.renew_leases()
+        self._held_until = started + self._lease
+        # Taken over meanwhile (this worker was stalled past its lease): stop asking for it.
+        self._runner.abandon(in_flight - renewed)
+
+    async def on_give_up(self, error: LoopGaveUpError) -> None:
+        self._runner.abandon(self._runner.executing())
+
+
+def _claimable() -> ColumnElement[bool]:
+    return or_(
+        QuestionRun.status == RunStatus.PENDING,
+        and_(QuestionRun.status == RunStatus.RUNNING, QuestionRun.lease_expires_at < db_now()),
+    )
 
 
 def _with_retries(calls: int) -> ColumnElement[int]:

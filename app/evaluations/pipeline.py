@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
@@ -16,22 +15,24 @@ from app.analysis.merge import other_names
 from app.analysis.variations import load_variations
 from app.audit import record_audit
 from app.context import AppContext
-from app.db.models import (
-    BatchStatus,
-    EvaluationBatch,
-    Org,
-    Partner,
-    RunStatus,
-)
-from app.db.types import utcnow
+from app.db.clock import db_now
+from app.db.models import BatchStatus, EvaluationBatch, Org, RunStatus
 from app.db.upsert import rows_affected
 from app.engines.base import BrandContext
 from app.errors import InsufficientBalanceError
-from app.evaluations.billing import charge_completed_runs, require_balance, uncharged_runs
+from app.evaluations.billing import (
+    admit,
+    charge_completed_runs,
+    lock_batch,
+    lock_partner,
+    uncharged_runs,
+)
+from app.evaluations.lifecycle import LIVE, finish_batch
 from app.evaluations.matrix import MatrixRunner, Subject
 from app.evaluations.runs import status_counts
 from app.evaluations.steps import recorded_step
 from app.extraction import OrgProfile, registrable_domain
+from app.jobs import JobControl
 from app.logging import log_context
 from app.queue.messages import EvaluateOrg
 
@@ -48,7 +49,7 @@ class BatchFailedError(Exception):
         self.reason = reason
 
 
-async def evaluate_org(context: AppContext, job: EvaluateOrg, worker_id: str) -> None:
+async def evaluate_org(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
     with log_context(org_id=job.org_id, batch_id=job.batch_id):
         async with context.sessions() as session:
             known = await session.scalar(
@@ -60,29 +61,34 @@ async def evaluate_org(context: AppContext, job: EvaluateOrg, worker_id: str) ->
             # Nothing to record it on: a job for a batch that is not there is only logged.
             logger.warning("job names no batch of this org; dropped")
             return
-        batch_id = job.batch_id
-        try:
-            async with recorded_step(context.sessions, batch_id, "get_or_create_batch"):
-                batch, org = await get_or_create_batch(context, batch_id)
-            if batch.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
-                logger.info("batch is %s; nothing to do", batch.status.value)
-                return
-            async with recorded_step(context.sessions, batch_id, "check_balance"):
-                await check_balance(context, batch, org)
-            async with recorded_step(context.sessions, batch_id, "start_batch"):
-                await start_batch(context, batch)
-            async with recorded_step(context.sessions, batch_id, "run_question_matrix"):
+        await _evaluate(context, job.batch_id, control)
+
+
+async def _evaluate(context: AppContext, batch_id: uuid.UUID, control: JobControl) -> None:
+    try:
+        async with recorded_step(context, batch_id, "get_or_create_batch"):
+            batch, org = await get_or_create_batch(context, batch_id)
+        if batch.status not in LIVE:
+            logger.info("batch is %s; nothing to do", batch.status.value)
+            return
+        if batch.cancel_requested_at is None:
+            async with recorded_step(context, batch_id, "check_balance"):
+                await check_balance(context, batch_id, org.partner_id)
+            async with recorded_step(context, batch_id, "start_batch"):
+                await start_batch(context, batch_id)
+            async with recorded_step(context, batch_id, "run_question_matrix"):
                 subject = await load_subject(context, org)
-                await MatrixRunner(context, batch_id, subject, worker_id).run()
-            async with (
-                recorded_step(context.sessions, batch_id, "track_usage"),
-                context.sessions() as session,
-            ):
-                await charge_completed_runs(session, batch_id, org.partner_id, WORKER_ACTOR)
-            async with recorded_step(context.sessions, batch_id, "complete_batch"):
-                await complete_batch(context, batch)
-        except BatchFailedError as exc:
-            await mark_batch_failed(context, batch_id, exc.reason)
+                runner = MatrixRunner(context, batch_id, org.partner_id, subject, control)
+                await runner.run()
+        if await _cancel_requested(context, batch_id):
+            await cancel_batch(context, batch_id)
+            return
+        async with recorded_step(context, batch_id, "track_usage"):
+            await track_usage(context, batch_id, org.partner_id)
+        async with recorded_step(context, batch_id, "complete_batch"):
+            await complete_batch(context, batch_id)
+    except BatchFailedError as exc:
+        await mark_batch_failed(context, batch_id, exc.reason)
 
 
 async def get_or_create_batch(
@@ -93,32 +99,40 @@ async def get_or_create_batch(
         batch = await session.get_one(EvaluationBatch, batch_id, with_for_update=True)
         org = await session.get_one(Org, batch.org_id)
         batch.job_attempts += 1
-        batch.heartbeat_at = utcnow()
+        batch.heartbeat_at = db_now()
         await session.commit()
+        await session.refresh(batch)
         return batch, org
 
 
-async def check_balance(context: AppContext, batch: EvaluationBatch, org: Org) -> None:
+async def check_balance(context: AppContext, batch_id: uuid.UUID, partner_id: uuid.UUID) -> None:
+    """The batch's uncharged runs are covered by its reservation, or reserved now (a batch
+    admitted before reservations, a price change): 402's counterpart, a permanent failure."""
     async with context.sessions() as session:
-        partner = await session.get_one(Partner, org.partner_id)
+        partner = await lock_partner(session, partner_id)
+        batch = await lock_batch(session, batch_id)
+        runs = await uncharged_runs(session, batch_id)
+        if batch.reserved_amount >= batch.price_per_run * runs:
+            await session.rollback()
+            return
         try:
-            require_balance(partner, await uncharged_runs(session, batch.id))
+            await admit(session, partner, batch, runs)
         except InsufficientBalanceError as exc:
             raise BatchFailedError(
                 f"insufficient_balance: required {exc.required}, available {exc.available}"
             ) from exc
+        await session.commit()
 
 
-async def start_batch(context: AppContext, batch: EvaluationBatch) -> None:
+async def start_batch(context: AppContext, batch_id: uuid.UUID) -> None:
     async with context.sessions() as session:
-        now = utcnow()
         started = await session.execute(
             update(EvaluationBatch)
-            .where(EvaluationBatch.id == batch.id, EvaluationBatch.status == BatchStatus.PENDING)
+            .where(EvaluationBatch.id == batch_id, EvaluationBatch.status == BatchStatus.PENDING)
             .values(
                 status=BatchStatus.RUNNING,
-                started_at=func.coalesce(EvaluationBatch.started_at, now),
-                heartbeat_at=now,
+                started_at=func.coalesce(EvaluationBatch.started_at, context.clock.now()),
+                heartbeat_at=db_now(),
             )
         )
         if rows_affected(started):
@@ -127,7 +141,7 @@ async def start_batch(context: AppContext, batch: EvaluationBatch) -> None:
                 actor=WORKER_ACTOR,
                 action="batch.started",
                 resource_type="batch",
-                resource_id=batch.id,
+                resource_id=batch_id,
             )
         await session.commit()
 
@@ -152,103 +166,76 @@ async def load_subject(context: AppContext, org: Org) -> Subject:
     )
 
 
-async def complete_batch(context: AppContext, batch: EvaluationBatch) -> None:
+async def track_usage(context: AppContext, batch_id: uuid.UUID, partner_id: uuid.UUID) -> None:
     async with context.sessions() as session:
-        counts = await status_counts(session, batch.id)
-        total = sum(counts.values())
-        failed = counts.get(RunStatus.FAILED, 0)
-        if total and failed / total > context.settings.max_failed_run_ratio:
-            raise BatchFailedError(
-                f"too_many_failed_runs: {failed} of {total} runs failed "
-                f"(threshold {context.settings.max_failed_run_ratio:.0%})"
-            )
-        completed = await session.execute(
-            update(EvaluationBatch)
-            .where(EvaluationBatch.id == batch.id, EvaluationBatch.status == BatchStatus.RUNNING)
-            .values(status=BatchStatus.COMPLETED, completed_at=utcnow(), error=None)
-        )
-        if rows_affected(completed):
-            record_audit(
-                session,
-                actor=WORKER_ACTOR,
-                action="batch.completed",
-                resource_type="batch",
-                resource_id=batch.id,
-                details={"runs": total, "failed_runs": failed},
-            )
-            logger.info("batch completed", extra={"runs": total, "failed_runs": failed})
+        partner = await lock_partner(session, partner_id)
+        batch = await lock_batch(session, batch_id)
+        await charge_completed_runs(session, partner, batch, WORKER_ACTOR, context.clock.now())
         await session.commit()
+
+
+async def complete_batch(context: AppContext, batch_id: uuid.UUID) -> None:
+    async with context.sessions() as session:
+        counts = await status_counts(session, batch_id)
+    unfinished = counts.get(RunStatus.PENDING, 0) + counts.get(RunStatus.RUNNING, 0)
+    if unfinished:
+        # Never completed with runs still to ask: the job fails and is tried again.
+        raise RuntimeError(f"{unfinished} run(s) of the batch are still unfinished")
+    total = sum(counts.values())
+    failed = counts.get(RunStatus.FAILED, 0)
+    if total and failed / total > context.settings.max_failed_run_ratio:
+        raise BatchFailedError(
+            f"too_many_failed_runs: {failed} of {total} runs failed "
+            f"(threshold {context.settings.max_failed_run_ratio:.0%})"
+        )
+    details: dict[str, object] = {"runs": total, "failed_runs": failed}
+    if await _end(context, batch_id, BatchStatus.COMPLETED, None, details):
+        logger.info("batch completed", extra=details)
 
 
 async def mark_batch_failed(context: AppContext, batch_id: uuid.UUID, reason: str) -> None:
-    async with (
-        recorded_step(context.sessions, batch_id, "mark_batch_failed"),
-        context.sessions() as session,
-    ):
-        failed = await session.execute(
-            update(EvaluationBatch)
-            .where(
-                EvaluationBatch.id == batch_id,
-                EvaluationBatch.status.in_([BatchStatus.PENDING, BatchStatus.RUNNING]),
-            )
-            .values(status=BatchStatus.FAILED, error=reason[:2000], completed_at=utcnow())
-        )
-        if rows_affected(failed):
-            record_audit(
-                session,
-                actor=WORKER_ACTOR,
-                action="batch.failed",
-                resource_type="batch",
-                resource_id=batch_id,
-                details={"reason": reason},
-            )
+    """The batch fails for good: what completed is charged, the rest of its reservation is
+    given back."""
+    async with recorded_step(context, batch_id, "mark_batch_failed"):
+        if await _end(context, batch_id, BatchStatus.FAILED, reason, {"reason": reason}):
             logger.warning("batch failed", extra={"reason": reason})
-        await session.commit()
 
 
-async def fail_exhausted_job(context: AppContext, job: EvaluateOrg, error: str) -> None:
-    """The job kept failing until its attempts ran out: the batch fails with the last error."""
-    with log_context(org_id=job.org_id, batch_id=job.batch_id):
-        async with context.sessions() as session:
-            exists = await session.get(EvaluationBatch, job.batch_id)
-        if exists is not None:
-            await mark_batch_failed(context, job.batch_id, f"retries_exhausted: {error}")
-
-
-async def stalled_batches(context: AppContext) -> list[EvaluationBatch]:
-    """Batches nobody works on: the enqueue after commit failed, or their worker died.
-
-    Each is claimed by moving its `last_enqueued_at`, so concurrent reconcilers send it once.
-    """
-    cutoff = utcnow() - timedelta(seconds=context.settings.stall_after_seconds)
-    last_activity = func.coalesce(
-        EvaluationBatch.heartbeat_at, EvaluationBatch.last_enqueued_at, EvaluationBatch.created_at
-    )
-    claimed: list[EvaluationBatch] = []
+async def cancel_batch(context: AppContext, batch_id: uuid.UUID) -> None:
+    """Cancelled while it ran (an operator, a deactivated org): nothing is in flight any more;
+    what completed is charged, what was never asked is cancelled."""
     async with context.sessions() as session:
-        candidates = list(
-            await session.scalars(
-                select(EvaluationBatch)
-                .where(
-                    EvaluationBatch.status.in_([BatchStatus.PENDING, BatchStatus.RUNNING]),
-                    last_activity < cutoff,
-                    func.coalesce(EvaluationBatch.last_enqueued_at, EvaluationBatch.created_at)
-                    < cutoff,
-                )
-                .limit(100)
-            )
+        reason = await session.scalar(
+            select(EvaluationBatch.error).where(EvaluationBatch.id == batch_id)
         )
-        for batch in candidates:
-            moved = await session.execute(
-                update(EvaluationBatch)
-                .where(
-                    EvaluationBatch.id == batch.id,
-                    func.coalesce(EvaluationBatch.last_enqueued_at, EvaluationBatch.created_at)
-                    < cutoff,
-                )
-                .values(last_enqueued_at=utcnow())
-            )
-            if rows_affected(moved):
-                claimed.append(batch)
+    if await _end(context, batch_id, BatchStatus.CANCELLED, reason, {"reason": reason}):
+        logger.info("batch cancelled", extra={"reason": reason})
+
+
+async def _end(
+    context: AppContext,
+    batch_id: uuid.UUID,
+    status: BatchStatus,
+    error: str | None,
+    details: dict[str, object],
+) -> bool:
+    async with context.sessions() as session:
+        ended = await finish_batch(
+            session,
+            batch_id,
+            status,
+            error=error,
+            actor=WORKER_ACTOR,
+            now=context.clock.now(),
+            details=details,
+        )
         await session.commit()
-    return claimed
+    return ended
+
+
+async def _cancel_requested(context: AppContext, batch_id: uuid.UUID) -> bool:
+    async with context.sessions() as session:
+        requested = await session.scalar(
+            select(EvaluationBatch.cancel_requested_at).where(EvaluationBatch.id == batch_id)
+        )
+    return requested is not None

@@ -38,7 +38,7 @@ async def trigger_evaluation(
 ) -> EvaluationAccepted:
     """Create today's batch for the org (or reuse it; a failed one is resumed) and queue it."""
     accepted = await service.trigger_evaluation(
-        session, context.queue, principal, org_id, trigger or EvaluationTrigger()
+        session, context.queue, context.clock, principal, org_id, trigger or EvaluationTrigger()
     )
     response.headers["Location"] = f"/batches/{accepted.batch_id}"
     return accepted
@@ -49,6 +49,24 @@ async def get_batch(
     batch_id: uuid.UUID, session: Session, principal: CurrentPrincipal
 ) -> BatchRead:
     batch = await service.get_batch(session, principal, batch_id)
+    return await service.batch_read(session, batch)
+
+
+@router.post(
+    "/batches/{batch_id}/cancel",
+    responses={
+        403: {"description": "Only the operator cancels batches"},
+        404: {"description": "Unknown batch"},
+        409: {"description": "The batch has already ended"},
+    },
+)
+async def cancel_batch(
+    batch_id: uuid.UUID, session: Session, principal: CurrentPrincipal, context: Context
+) -> BatchRead:
+    """Stop a batch: no new run is asked; runs in flight finish; what completed is charged and
+    the rest of the reservation is released. `status` is `cancelled` once nothing is in flight
+    (at once when nothing is), `cancel_requested_at` set until then."""
+    batch = await service.cancel(session, context.clock, principal, batch_id)
     return await service.batch_read(session, batch)
 
 

@@ -7,17 +7,16 @@ the others.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select
 
+from app.clock import Clock
 from app.context import AppContext
 from app.db.models import Org
 from app.errors import DomainError, InsufficientBalanceError
@@ -52,22 +51,15 @@ def summary_line(results: list[OrgResult]) -> str:
 class Pacer:
     """Spaces calls at least 1/per_second apart, so a schedule never sends a burst."""
 
-    def __init__(
-        self,
-        per_second: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, per_second: float, clock: Clock) -> None:
         self._interval = 1.0 / per_second
         self._clock = clock
-        self._sleep = sleep
         self._next_slot: float | None = None
 
     async def wait(self) -> None:
-        now = self._clock()
+        now = self._clock.monotonic()
         if self._next_slot is not None and self._next_slot > now:
-            await self._sleep(self._next_slot - now)
+            await self._clock.sleep(self._next_slot - now)
             now = self._next_slot
         self._next_slot = now + self._interval
 
@@ -80,7 +72,7 @@ async def enqueue_all(
 ) -> list[OrgResult]:
     """Evaluate every org today, in creation order; returns one result per org."""
     queue = context.require_queue()
-    pacer = Pacer(per_second)
+    pacer = Pacer(per_second, context.clock)
     async with context.sessions() as session:
         orgs = (await session.execute(select(Org.id, Org.name).order_by(Org.created_at))).all()
     results = []
@@ -102,7 +94,11 @@ async def _evaluate(
         async with context.sessions() as session:
             org = await session.get_one(Org, org_id)
             triggered = await get_or_create_today_batch(
-                session, org, EvaluationTrigger(triggered_by=SCHEDULER), actor=SCHEDULER
+                session,
+                context.clock,
+                org,
+                EvaluationTrigger(triggered_by=SCHEDULER),
+                actor=SCHEDULER,
             )
             await session.commit()
     except InsufficientBalanceError as exc:

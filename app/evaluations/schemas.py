@@ -40,18 +40,33 @@ class BatchRead(BaseModel):
     total_runs: int
     completed_runs: int
     failed_runs: int
+    cancelled_runs: int = Field(description="Runs never asked: the batch was cancelled first")
     charged_runs: int
     cost: MoneyOut = Field(
         description="What the engines and the answer analysis cost us for this batch's runs"
     )
     charged_amount: MoneyOut = Field(description="What the partner was charged for this batch")
+    price_per_run: MoneyOut = Field(description="The partner's price when the batch was admitted")
+    reserved: MoneyOut = Field(
+        description="What the batch still holds of the partner's balance for runs not charged "
+        "yet; 0 once it has ended"
+    )
+    job_failures: int = Field(
+        description="Failed attempts of the batch's job so far (JOB_MAX_ATTEMPTS allowed)"
+    )
+    cancel_requested_at: datetime | None = Field(
+        description="When a cancel was asked for; the batch ends `cancelled` once no run is "
+        "in flight"
+    )
     simulated: bool = Field(description="True when any answer came from the simulated engine")
     triggered_by: str
     user_id: str | None
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    error: str | None
+    error: str | None = Field(
+        description="Why the batch failed or was cancelled: `code: message`, one line"
+    )
     steps: list[StepRead]
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
 from app.auth import Principal
+from app.clock import Clock
+from app.db.clock import db_now
 from app.db.models import (
     BatchStatus,
     BatchStep,
@@ -22,10 +24,10 @@ from app.db.models import (
     RunStatus,
     UsageLedgerEntry,
 )
-from app.db.types import utcnow
-from app.db.upsert import insert_ignoring_conflicts, rows_affected
+from app.db.upsert import insert_ignoring_conflicts
 from app.errors import ConflictError, NotFoundError
-from app.evaluations.billing import money_sum, require_balance, uncharged_runs
+from app.evaluations.billing import admit, lock_batch, lock_partner, money_sum, uncharged_runs
+from app.evaluations.lifecycle import request_cancel
 from app.evaluations.runs import status_counts
 from app.evaluations.schemas import (
     BatchListItem,
@@ -51,6 +53,7 @@ STEP_ORDER = (
     "complete_batch",
     "mark_batch_failed",
 )
+CANCELLED_BY_OPERATOR = "cancelled_by_operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +63,10 @@ class TriggerOutcome:
     enqueue: bool
 
 
-def today() -> date:
-    return utcnow().date()
-
-
 async def trigger_evaluation(
     session: AsyncSession,
     queue: SqsQueue | None,
+    clock: Clock,
     principal: Principal,
     org_id: uuid.UUID,
     trigger: EvaluationTrigger,
@@ -76,7 +76,7 @@ async def trigger_evaluation(
         raise ConflictError(
             "no job queue is configured (SQS_QUEUE_URL)", code="queue_unavailable", status_code=503
         )
-    outcome = await get_or_create_today_batch(session, org, trigger, actor=principal.actor)
+    outcome = await get_or_create_today_batch(session, clock, org, trigger, actor=principal.actor)
     await session.commit()
     if outcome.enqueue:
         await enqueue_batch(queue, outcome.batch, reason=trigger.triggered_by)
@@ -89,16 +89,18 @@ async def trigger_evaluation(
 
 
 async def get_or_create_today_batch(
-    session: AsyncSession, org: Org, trigger: EvaluationTrigger, *, actor: str
+    session: AsyncSession, clock: Clock, org: Org, trigger: EvaluationTrigger, *, actor: str
 ) -> TriggerOutcome:
-    """Today's batch for the org: reused as is, resumed when failed, or created with its runs.
+    """Today's batch for the org: reused as is, resumed when failed, or created with its runs
+    and admitted: its estimated cost reserved against the partner's balance (402 when it
+    cannot be), with the partner's row locked so concurrent admissions queue up.
 
     Leaves the transaction open for the caller to commit; the job is sent only after that.
     """
     if not org.active:
         raise ConflictError(f"org {org.id} is inactive", code="org_inactive")
-    partner = await session.get_one(Partner, org.partner_id)
-    batch_date = today()
+    partner = await lock_partner(session, org.partner_id)
+    batch_date = clock.today()
     batch = await _batch_for_day(session, org.id, batch_date)
     if batch is not None:
         if batch.status != BatchStatus.FAILED:
@@ -111,9 +113,8 @@ async def get_or_create_today_batch(
             f"org {org.id} has no {' and no '.join(matrix.missing_axes())} to evaluate",
             code="empty_matrix",
         )
-    require_balance(partner, matrix.size)
     batch_id = uuid.uuid4()
-    now = utcnow()
+    now = clock.now()
     created = await session.execute(
         insert_ignoring_conflicts(session, EvaluationBatch, ["org_id", "batch_date"])
         .values(
@@ -124,10 +125,14 @@ async def get_or_create_today_batch(
             total_runs=matrix.size,
             triggered_by=trigger.triggered_by,
             user_id=trigger.user_id,
+            price_per_run=partner.price_per_run,
+            reserved_amount=0,
             job_attempts=0,
+            job_failures=0,
+            job_redrives=0,
             created_at=now,
             updated_at=now,
-            last_enqueued_at=now,
+            last_enqueued_at=db_now(),
         )
         .returning(EvaluationBatch.id)
     )
@@ -137,16 +142,22 @@ async def get_or_create_today_batch(
         if existing is None:
             raise RuntimeError("today's batch vanished after a conflicting insert")
         return TriggerOutcome(existing, is_existing=True, enqueue=False)
-    await _insert_runs(session, batch_id, matrix)
+    batch = await lock_batch(session, batch_id)
+    await admit(session, partner, batch, matrix.size)
+    await _insert_runs(session, batch_id, matrix, now)
     record_audit(
         session,
         actor=actor,
         action="batch.created",
         resource_type="batch",
         resource_id=batch_id,
-        details={"org_id": str(org.id), "total_runs": matrix.size, **trigger.model_dump()},
+        details={
+            "org_id": str(org.id),
+            "total_runs": matrix.size,
+            "reserved": str(batch.reserved_amount),
+            **trigger.model_dump(),
+        },
     )
-    batch = await session.get_one(EvaluationBatch, batch_id)
     return TriggerOutcome(batch, is_existing=False, enqueue=True)
 
 
@@ -160,8 +171,9 @@ async def _batch_for_day(
     )
 
 
-async def _insert_runs(session: AsyncSession, batch_id: uuid.UUID, matrix: Matrix) -> None:
-    now = utcnow()
+async def _insert_runs(
+    session: AsyncSession, batch_id: uuid.UUID, matrix: Matrix, now: datetime
+) -> None:
     rows = [
         {
             "id": uuid.uuid4(),
@@ -190,32 +202,38 @@ async def _insert_runs(session: AsyncSession, batch_id: uuid.UUID, matrix: Matri
 async def _resume(
     session: AsyncSession, batch: EvaluationBatch, partner: Partner, actor: str
 ) -> TriggerOutcome:
-    """A failed batch runs again: completed runs are kept, failed runs are retried."""
+    """A failed batch runs again: completed runs are kept, failed runs are retried, and what
+    is left to run is admitted again (with a fresh failure budget for its job)."""
+    batch = await lock_batch(session, batch.id)
+    if batch.status != BatchStatus.FAILED:
+        # Another trigger resumed it while we waited for the partner's row; it sent the job.
+        return TriggerOutcome(batch, is_existing=True, enqueue=False)
+    previous_error = batch.error
     await session.execute(
         update(QuestionRun)
         .where(QuestionRun.batch_id == batch.id, QuestionRun.status == RunStatus.FAILED)
         .values(status=RunStatus.PENDING, error=None, claimed_by=None, lease_expires_at=None)
     )
-    require_balance(partner, await uncharged_runs(session, batch.id))
-    resumed = await session.execute(
+    await admit(session, partner, batch, await uncharged_runs(session, batch.id))
+    await session.execute(
         update(EvaluationBatch)
-        .where(EvaluationBatch.id == batch.id, EvaluationBatch.status == BatchStatus.FAILED)
+        .where(EvaluationBatch.id == batch.id)
         .values(
-            status=BatchStatus.PENDING, error=None, completed_at=None, last_enqueued_at=utcnow()
+            status=BatchStatus.PENDING,
+            error=None,
+            completed_at=None,
+            job_failures=0,
+            job_redrives=0,
+            last_enqueued_at=db_now(),
         )
     )
-    if rows_affected(resumed) == 0:
-        # Another trigger resumed it between our read and this update; it sends the job.
-        await session.rollback()
-        current = await session.get_one(EvaluationBatch, batch.id, populate_existing=True)
-        return TriggerOutcome(current, is_existing=True, enqueue=False)
     record_audit(
         session,
         actor=actor,
         action="batch.resumed",
         resource_type="batch",
         resource_id=batch.id,
-        details={"previous_error": batch.error},
+        details={"previous_error": previous_error, "reserved": str(batch.reserved_amount)},
     )
     await session.refresh(batch)
     return TriggerOutcome(batch, is_existing=True, enqueue=True)
@@ -276,9 +294,14 @@ async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead
         total_runs=batch.total_runs,
         completed_runs=counts.get(RunStatus.COMPLETED, 0),
         failed_runs=counts.get(RunStatus.FAILED, 0),
+        cancelled_runs=counts.get(RunStatus.CANCELLED, 0),
         charged_runs=len(charges),
         cost=money_sum([cost for cost, _ in cost_and_simulated]),
         charged_amount=money_sum(list(charges)),
+        price_per_run=batch.price_per_run,
+        reserved=batch.reserved_amount,
+        job_failures=batch.job_failures,
+        cancel_requested_at=batch.cancel_requested_at,
         simulated=any(simulated for _, simulated in cost_and_simulated),
         triggered_by=batch.triggered_by,
         user_id=batch.user_id,
@@ -288,6 +311,24 @@ async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead
         error=batch.error,
         steps=[StepRead.model_validate(steps[name]) for name in STEP_ORDER if name in steps],
     )
+
+
+async def cancel(
+    session: AsyncSession, clock: Clock, principal: Principal, batch_id: uuid.UUID
+) -> EvaluationBatch:
+    """An operator stops a batch: it claims no new run, the runs in flight finish, what
+    completed is charged and the rest of its reservation is given back."""
+    principal.require_admin()
+    batch = await get_batch(session, principal, batch_id)
+    await request_cancel(
+        session,
+        batch,
+        f"{CANCELLED_BY_OPERATOR}: cancelled by the operator",
+        actor=principal.actor,
+        now=clock.now(),
+    )
+    await session.commit()
+    return await session.get_one(EvaluationBatch, batch_id, populate_existing=True)
 
 
 async def list_batches(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -9,33 +10,41 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import update
 
+from app.clock import Clock
+from app.context import AppContext
 from app.db.models import BatchStep, StepStatus
 from app.db.session import SessionFactory
-from app.db.types import utcnow
 from app.db.upsert import insert_ignoring_conflicts
+from app.errors import describe_error
 
 logger = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def recorded_step(
-    sessions: SessionFactory, batch_id: uuid.UUID, name: str
-) -> AsyncIterator[None]:
-    await _begin(sessions, batch_id, name)
+async def recorded_step(context: AppContext, batch_id: uuid.UUID, name: str) -> AsyncIterator[None]:
+    sessions, clock = context.sessions, context.clock
+    await _begin(sessions, clock, batch_id, name)
     logger.info("step started", extra={"step": name})
     try:
         yield
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        await _finish(sessions, batch_id, name, StepStatus.FAILED, error[:2000])
-        logger.warning("step failed", extra={"step": name, "error": error})
+        error = describe_error(exc)
+        logger.warning("step failed", extra={"step": name, "error": error}, exc_info=exc)
+        try:
+            await asyncio.shield(_finish(sessions, clock, batch_id, name, StepStatus.FAILED, error))
+        except Exception as record_error:
+            # The step's own error is what matters; the database may be why it failed.
+            logger.warning(
+                "could not record the step's failure",
+                extra={"step": name, "error": describe_error(record_error)},
+            )
         raise
-    await _finish(sessions, batch_id, name, StepStatus.COMPLETED, None)
+    await _finish(sessions, clock, batch_id, name, StepStatus.COMPLETED, None)
     logger.info("step completed", extra={"step": name})
 
 
-async def _begin(sessions: SessionFactory, batch_id: uuid.UUID, name: str) -> None:
-    now = utcnow()
+async def _begin(sessions: SessionFactory, clock: Clock, batch_id: uuid.UUID, name: str) -> None:
+    now = clock.now()
     async with sessions() as session:
         # Two workers may start the same step at once: the primary key settles who inserts.
         await session.execute(
@@ -59,6 +68,7 @@ async def _begin(sessions: SessionFactory, batch_id: uuid.UUID, name: str) -> No
 
 async def _finish(
     sessions: SessionFactory,
+    clock: Clock,
     batch_id: uuid.UUID,
     name: str,
     status: StepStatus,
@@ -68,6 +78,6 @@ async def _finish(
         await session.execute(
             update(BatchStep)
             .where(BatchStep.batch_id == batch_id, BatchStep.name == name)
-            .values(status=status, finished_at=utcnow(), error=error)
+            .values(status=status, finished_at=clock.now(), error=error)
         )
         await session.commit()

@@ -45,9 +45,15 @@ async def get_org(org_id: uuid.UUID, session: Session, principal: CurrentPrincip
 
 @router.patch("/{org_id}")
 async def update_org(
-    org_id: uuid.UUID, data: OrgUpdate, session: Session, principal: CurrentPrincipal
+    org_id: uuid.UUID,
+    data: OrgUpdate,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
 ) -> OrgDetail:
-    org = await service.update_org(session, principal, org_id, data)
+    """Change the org. Deactivating it (`"active": false`) cancels its running batch: runs in
+    flight finish, nothing new is asked, only what completed is charged."""
+    org = await service.update_org(session, context.clock, principal, org_id, data)
     return await service.org_detail(session, org)
 
 

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
 from app.auth import Principal
-from app.db.models import Org, OrgEngine, OrgLocation, OrgQuestion, Partner
+from app.clock import Clock
+from app.db.models import EvaluationBatch, Org, OrgEngine, OrgLocation, OrgQuestion, Partner
 from app.engines.registry import EngineRegistry
 from app.errors import InvalidInputError, NotFoundError
+from app.evaluations.lifecycle import LIVE, request_cancel
 from app.orgs.schemas import (
     EnginesSet,
     LocationsSet,
@@ -25,6 +27,8 @@ from app.orgs.schemas import (
     QuestionsSet,
 )
 from app.pagination import Page, PageParams
+
+ORG_DEACTIVATED = "org_deactivated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +141,11 @@ async def list_orgs(
 
 
 async def update_org(
-    session: AsyncSession, principal: Principal, org_id: uuid.UUID, data: OrgUpdate
+    session: AsyncSession, clock: Clock, principal: Principal, org_id: uuid.UUID, data: OrgUpdate
 ) -> Org:
     org = await get_org(session, principal, org_id, for_update=True)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    deactivated = org.active and changes.get("active") is False
     for field, value in changes.items():
         setattr(org, field, value)
     record_audit(
@@ -151,6 +156,21 @@ async def update_org(
         resource_id=org.id,
         details=changes,
     )
+    if deactivated:
+        # Its running batches stop: in-flight runs finish, nothing new is asked or charged.
+        live = await session.scalars(
+            select(EvaluationBatch).where(
+                EvaluationBatch.org_id == org.id, EvaluationBatch.status.in_(LIVE)
+            )
+        )
+        for batch in list(live):
+            await request_cancel(
+                session,
+                batch,
+                f"{ORG_DEACTIVATED}: the org was deactivated while the batch ran",
+                actor=principal.actor,
+                now=clock.now(),
+            )
     await session.commit()
     return org
 

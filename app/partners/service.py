@@ -29,7 +29,9 @@ async def create_partner(
 ) -> Partner:
     principal.require_admin()
     price = data.price_per_run if data.price_per_run is not None else default_price
-    partner = Partner(name=data.name, balance=data.balance, price_per_run=price)
+    partner = Partner(
+        name=data.name, balance=data.balance, reserved=Decimal(0), price_per_run=price
+    )
     session.add(partner)
     try:
         await session.flush()

@@ -1,10 +1,20 @@
-"""SQS through boto3, each call in a thread with explicit timeouts (boto3 is blocking)."""
+"""SQS through boto3 on a thread pool of its own, every call bounded in time.
+
+The long poll waits up to SQS_WAIT_SECONDS by design, so its read timeout outlasts it. Every
+other call (send, delete, change visibility, attributes) gets SQS_CALL_TIMEOUT per attempt and
+SQS_CALL_ATTEMPTS attempts, and is abandoned after their product whatever botocore does: an
+unresponsive SQS costs a trigger a few seconds, never minutes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -15,6 +25,11 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
+T = TypeVar("T")
+
+# Blocking calls in flight at once; calls beyond it queue (and still meet their deadline).
+_THREADS = 16
+
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
@@ -24,70 +39,153 @@ class ReceivedMessage:
     receive_count: int
 
 
-class SqsQueue:
-    """One queue, one boto3 client (thread-safe), created once per process."""
+class SqsTimeoutError(TimeoutError):
+    """An SQS call did not answer within its deadline."""
 
-    def __init__(self, settings: Settings, queue_url: str) -> None:
-        self.queue_url = queue_url
-        self._wait_seconds = settings.sqs_wait_seconds
-        self._max_messages = settings.sqs_max_messages
-        self._visibility_timeout = settings.sqs_visibility_timeout
-        # The read timeout must outlast a 20 s long poll, or every empty receive would fail.
-        config = Config(
-            connect_timeout=settings.sqs_call_timeout,
-            read_timeout=settings.sqs_wait_seconds + settings.sqs_call_timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
+
+class _Clients:
+    """The boto3 clients (thread-safe) and threads every queue of the process shares."""
+
+    def __init__(self, settings: Settings) -> None:
+        timeout = settings.sqs_call_timeout
+        self.call_deadline = timeout * settings.sqs_call_attempts
+        retries: Any = {"max_attempts": settings.sqs_call_attempts, "mode": "standard"}
+        self.calls: SQSClient = self._client(
+            settings, Config(connect_timeout=timeout, read_timeout=timeout, retries=retries)
         )
-        self._client: SQSClient = boto3.client(
+        # The read timeout must outlast a 20 s long poll, or every empty receive would fail.
+        self.polls: SQSClient = self._client(
+            settings,
+            Config(
+                connect_timeout=timeout,
+                read_timeout=settings.sqs_wait_seconds + timeout,
+                retries=retries,
+            ),
+        )
+        self.poll_deadline = (settings.sqs_wait_seconds + timeout) * settings.sqs_call_attempts
+        self.executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="sqs")
+
+    @staticmethod
+    def _client(settings: Settings, config: Config) -> SQSClient:
+        client: SQSClient = boto3.client(
             "sqs",
             region_name=settings.aws_region,
             endpoint_url=settings.aws_endpoint_url,
             config=config,
         )
+        return client
+
+    def close(self) -> None:
+        # Threads still waiting on an unresponsive SQS end with their own timeouts.
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.calls.close()
+        self.polls.close()
+
+
+class SqsQueue:
+    """One queue URL; created once per process (its dead-letter queue shares its clients)."""
+
+    def __init__(
+        self, settings: Settings, queue_url: str, *, clients: _Clients | None = None
+    ) -> None:
+        self.queue_url = queue_url
+        self._settings = settings
+        self._owns_clients = clients is None
+        self._clients = clients or _Clients(settings)
+        self._dead_letters: SqsQueue | None = None
 
     async def send(self, message: Message, *, delay_seconds: int = 0) -> str:
-        response = await asyncio.to_thread(
-            self._client.send_message,
+        response = await self._call(
+            self._clients.calls.send_message,
             QueueUrl=self.queue_url,
             MessageBody=message.model_dump_json(),
             DelaySeconds=delay_seconds,
         )
         return response["MessageId"]
 
-    async def receive(self, max_messages: int | None = None) -> list[ReceivedMessage]:
-        response = await asyncio.to_thread(
-            self._client.receive_message,
+    async def receive(
+        self, max_messages: int | None = None, *, wait_seconds: int | None = None
+    ) -> list[ReceivedMessage]:
+        settings = self._settings
+        wait = settings.sqs_wait_seconds if wait_seconds is None else wait_seconds
+        clients = self._clients
+        client, deadline = (
+            (clients.polls, clients.poll_deadline)
+            if wait
+            else (clients.calls, clients.call_deadline)
+        )
+        response = await self._in_thread(
+            client.receive_message,
+            deadline,
             QueueUrl=self.queue_url,
-            MaxNumberOfMessages=min(max_messages or self._max_messages, self._max_messages),
-            WaitTimeSeconds=self._wait_seconds,
+            MaxNumberOfMessages=min(max_messages or settings.sqs_max_messages, 10),
+            WaitTimeSeconds=wait,
             # Set per receive: the heartbeat's schedule assumes this, not the queue's default.
-            VisibilityTimeout=self._visibility_timeout,
+            VisibilityTimeout=settings.sqs_visibility_timeout,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         return [_received(raw) for raw in response.get("Messages", [])]
 
     async def delete(self, receipt_handle: str) -> None:
-        await asyncio.to_thread(
-            self._client.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt_handle
+        await self._call(
+            self._clients.calls.delete_message,
+            QueueUrl=self.queue_url,
+            ReceiptHandle=receipt_handle,
         )
 
     async def change_visibility(self, receipt_handle: str, timeout_seconds: int) -> None:
-        await asyncio.to_thread(
-            self._client.change_message_visibility,
+        await self._call(
+            self._clients.calls.change_message_visibility,
             QueueUrl=self.queue_url,
             ReceiptHandle=receipt_handle,
             VisibilityTimeout=max(0, min(timeout_seconds, 43_200)),
         )
 
     async def ping(self) -> None:
-        await asyncio.to_thread(
-            self._client.get_queue_attributes,
+        await self._call(
+            self._clients.calls.get_queue_attributes,
             QueueUrl=self.queue_url,
             AttributeNames=["QueueArn"],
         )
 
+    async def dead_letter_queue(self) -> SqsQueue | None:
+        """The queue's DLQ: SQS_DLQ_URL, else the one its redrive policy names; None without."""
+        if self._dead_letters is None:
+            url = self._settings.sqs_dlq_url or await self._redrive_target_url()
+            if url is not None:
+                self._dead_letters = SqsQueue(self._settings, url, clients=self._clients)
+        return self._dead_letters
+
+    async def _redrive_target_url(self) -> str | None:
+        attributes = await self._call(
+            self._clients.calls.get_queue_attributes,
+            QueueUrl=self.queue_url,
+            AttributeNames=["RedrivePolicy"],
+        )
+        policy = attributes.get("Attributes", {}).get("RedrivePolicy")
+        if not policy:
+            return None
+        # arn:aws:sqs:<region>:<account>:<name>
+        *_, account, name = json.loads(policy)["deadLetterTargetArn"].split(":")
+        response = await self._call(
+            self._clients.calls.get_queue_url, QueueName=name, QueueOwnerAWSAccountId=account
+        )
+        return response["QueueUrl"]
+
+    async def _call(self, method: Callable[..., T], **kwargs: Any) -> T:
+        return await self._in_thread(method, self._clients.call_deadline, **kwargs)
+
+    async def _in_thread(self, method: Callable[..., T], deadline: float, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._clients.executor, partial(method, **kwargs))
+        try:
+            return await asyncio.wait_for(future, deadline)
+        except TimeoutError:
+            raise SqsTimeoutError(f"SQS did not answer within {deadline:g} s") from None
+
     def close(self) -> None:
-        self._client.close()
+        if self._owns_clients:
+            self._clients.close()
 
 
 def _received(raw: Any) -> ReceivedMessage:

@@ -79,4 +79,8 @@ class EmulatorConfig(BaseModel):
     brand: Brand = Field(default_factory=Brand)
     # BrightData snapshots report `running` this long after the trigger before `ready`.
     snapshot_ready_after_seconds: float = Field(default=0.0, ge=0)
+    # Every billable request waits, unanswered, until the hold is lifted (`EmulatorState.
+    # release()`, or a config without it) or its client goes away (logged as 499): a test
+    # keeps engine calls in flight for as long as it needs, and sees which were abandoned.
+    hold: bool = False
     seed: int = 0

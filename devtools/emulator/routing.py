@@ -29,6 +29,10 @@ REQUEST_FAULTS = frozenset(
     {"server_error", "overloaded", "rate_limited", "quota_exhausted", "stall"}
 )
 _REDACTED_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+# Logged for a held request whose client gave up on it (nginx's "client closed request"):
+# never answered, so never billed.
+CLIENT_WENT_AWAY = 499
+_HOLD_POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +172,24 @@ async def _answer(
             if fault.kind != "stall":
                 return fault_response(provider, fault)
             await asyncio.sleep(fault.stall_seconds)
+        if not await _held_until_released(state, request):
+            return Response(status_code=CLIENT_WENT_AWAY)
     return await route.handler(state, request, body)
+
+
+async def _held_until_released(state: EmulatorState, request: Request) -> bool:
+    """False when the client went away while its request was held."""
+    if not state.holding:
+        return True
+    state.hold_one(+1)
+    try:
+        while state.holding:
+            if await request.is_disconnected():
+                return False
+            await asyncio.sleep(_HOLD_POLL_SECONDS)
+        return True
+    finally:
+        state.hold_one(-1)
 
 
 def _finish(entry: LoggedRequest, response: Response) -> None:

@@ -65,6 +65,8 @@ class EmulatorState:
     _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
     _faults: list[_DueFault] = field(default_factory=list)
     _rng: random.Random = field(default_factory=random.Random)
+    _holding: bool = False
+    _held: int = 0
     # Handlers run on one event loop, but tests read the log from another thread.
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: int = 0
@@ -78,6 +80,27 @@ class EmulatorState:
             self._buckets.clear()
             self._faults = [_DueFault(fault, fault.times) for fault in config.faults]
             self._rng = random.Random(config.seed)
+            self._holding = config.hold
+
+    def release(self) -> None:
+        """Lift the hold: requests held wait no longer, new ones are not held."""
+        with self._lock:
+            self._holding = False
+
+    @property
+    def holding(self) -> bool:
+        with self._lock:
+            return self._holding
+
+    @property
+    def held(self) -> int:
+        """Requests waiting for the hold to be lifted right now."""
+        with self._lock:
+            return self._held
+
+    def hold_one(self, delta: int) -> None:
+        with self._lock:
+            self._held += delta
 
     def record(
         self,

@@ -1,0 +1,135 @@
+"""How a batch ends — completed, failed or cancelled — and how a cancel is asked for.
+
+A batch ends in one transaction with its money settled: completed runs are charged, runs never
+asked of a cancelled batch are marked cancelled, and the reservation left is given back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import record_audit
+from app.db.clock import db_now
+from app.db.models import BatchStatus, EvaluationBatch, Org, QuestionRun, RunStatus
+from app.errors import ConflictError
+from app.evaluations.billing import charge_completed_runs, lock_batch, lock_partner, release_all
+
+LIVE = (BatchStatus.PENDING, BatchStatus.RUNNING)
+MAX_BATCH_ERROR = 500
+
+_ACTIONS = {
+    BatchStatus.COMPLETED: "batch.completed",
+    BatchStatus.FAILED: "batch.failed",
+    BatchStatus.CANCELLED: "batch.cancelled",
+}
+
+
+async def finish_batch(
+    session: AsyncSession,
+    batch_id: uuid.UUID,
+    status: BatchStatus,
+    *,
+    error: str | None,
+    actor: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """Move a live batch to `status`, settling its money; False when it had already ended.
+
+    Leaves the transaction for the caller to commit.
+    """
+    partner = await lock_partner(session, await _partner_of(session, batch_id))
+    batch = await lock_batch(session, batch_id)
+    if batch.status not in LIVE:
+        return False
+    await charge_completed_runs(session, partner, batch, actor, now)
+    if status == BatchStatus.CANCELLED:
+        await session.execute(
+            update(QuestionRun)
+            .where(
+                QuestionRun.batch_id == batch_id,
+                QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING]),
+            )
+            .values(status=RunStatus.CANCELLED, claimed_by=None, lease_expires_at=None)
+        )
+    release_all(partner, batch)
+    batch.status = status
+    batch.error = error[:MAX_BATCH_ERROR] if error else None
+    batch.completed_at = now
+    record_audit(
+        session,
+        actor=actor,
+        action=_ACTIONS[status],
+        resource_type="batch",
+        resource_id=batch_id,
+        details=details or {},
+    )
+    await session.flush()
+    return True
+
+
+async def request_cancel(
+    session: AsyncSession, batch: EvaluationBatch, reason: str, *, actor: str, now: datetime
+) -> None:
+    """Stop a live batch: no new run is claimed; the runs in flight finish (their worker then
+    ends the batch as cancelled); with none in flight it ends here and now.
+
+    Leaves the transaction for the caller to commit.
+    """
+    # Partner, then batch: the order every writer of these rows locks them in.
+    await lock_partner(session, await _partner_of(session, batch.id))
+    batch = await lock_batch(session, batch.id)
+    if batch.status not in LIVE:
+        raise ConflictError(
+            f"batch {batch.id} has already ended ({batch.status.value})", code="batch_finished"
+        )
+    if batch.cancel_requested_at is not None:
+        return
+    await session.execute(
+        update(EvaluationBatch)
+        .where(EvaluationBatch.id == batch.id)
+        .values(cancel_requested_at=db_now(), error=reason[:MAX_BATCH_ERROR])
+    )
+    record_audit(
+        session,
+        actor=actor,
+        action="batch.cancel_requested",
+        resource_type="batch",
+        resource_id=batch.id,
+        details={"reason": reason},
+    )
+    in_flight = await session.scalar(
+        select(QuestionRun.id)
+        .where(
+            QuestionRun.batch_id == batch.id,
+            QuestionRun.status == RunStatus.RUNNING,
+            QuestionRun.lease_expires_at >= db_now(),
+        )
+        .limit(1)
+    )
+    if in_flight is None:
+        await finish_batch(
+            session,
+            batch.id,
+            BatchStatus.CANCELLED,
+            error=reason,
+            actor=actor,
+            now=now,
+            details={"reason": reason},
+        )
+
+
+async def _partner_of(session: AsyncSession, batch_id: uuid.UUID) -> uuid.UUID:
+    partner_id = await session.scalar(
+        select(Org.partner_id)
+        .join(EvaluationBatch, EvaluationBatch.org_id == Org.id)
+        .where(EvaluationBatch.id == batch_id)
+    )
+    if partner_id is None:
+        raise RuntimeError(f"batch {batch_id} vanished")
+    return partner_id
