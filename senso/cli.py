@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run the SQS worker (needs DATABASE_URL, SQS_QUEUE_URL)",
         description="Long-poll SQS_QUEUE_URL and run evaluation jobs until SIGTERM/SIGINT, "
-        "then drain for up to WORKER_DRAIN_SECONDS and exit 0.",
+        "then drain (no new run is started; runs in flight finish, for up to "
+        "WORKER_DRAIN_SECONDS, or are handed back), release the unfinished jobs and exit 0.",
     )
     worker.set_defaults(run=_worker)
 

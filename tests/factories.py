@@ -75,6 +75,11 @@ async def create_org(
     return OrgSetup(partner_id, org_id, questions * len(engines) * len(locations))
 
 
+async def trigger(api: httpx.AsyncClient, org_id: str) -> str:
+    """POST /orgs/{id}/evaluations (202); returns the batch id."""
+    return str(expect(await api.post(f"/orgs/{org_id}/evaluations"), 202)["batch_id"])
+
+
 async def wait_for_batch(
     api: httpx.AsyncClient,
     batch_id: str,

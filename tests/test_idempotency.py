@@ -20,12 +20,8 @@ from app.queue.messages import EvaluateOrg
 from app.settings import Settings
 from devtools.embedded import run_worker_task
 from tests.db_checks import balance, run_stats
-from tests.factories import create_org, create_partner, expect, wait_for_batch
+from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
 from worker.runtime import Worker
-
-
-async def _trigger(api: httpx.AsyncClient, org_id: str) -> str:
-    return str(expect(await api.post(f"/orgs/{org_id}/evaluations"), 202)["batch_id"])
 
 
 def _send_copies(sqs: SQSClient, queue_url: str, org_id: str, batch_id: str, copies: int) -> None:
@@ -55,7 +51,7 @@ async def test_one_job_delivered_three_times_runs_once(
 ) -> None:
     partner_id = await create_partner(api, balance="10.00")
     setup = await create_org(api, partner_id)
-    batch_id = await _trigger(api, setup.org_id)
+    batch_id = await trigger(api, setup.org_id)
     assert settings.sqs_queue_url is not None
     _send_copies(sqs, settings.sqs_queue_url, setup.org_id, batch_id, copies=2)
 
@@ -77,7 +73,7 @@ async def test_duplicates_on_two_worker_loops_at_once_run_once(
     )
     partner_id = await create_partner(api, balance="10.00")
     setup = await create_org(api, partner_id)
-    batch_id = await _trigger(api, setup.org_id)
+    batch_id = await trigger(api, setup.org_id)
     assert settings.sqs_queue_url is not None
     _send_copies(sqs, settings.sqs_queue_url, setup.org_id, batch_id, copies=2)
 
@@ -105,7 +101,7 @@ async def test_cancelled_worker_is_resumed_by_a_fresh_one(
     slow = settings.model_copy(update={"simulated_latency_ms": 50, "run_concurrency": 2})
     partner_id = await create_partner(api, balance="10.00")
     setup = await create_org(api, partner_id)
-    batch_id = await _trigger(api, setup.org_id)
+    batch_id = await trigger(api, setup.org_id)
 
     async with AppContext.create(slow) as doomed_context:
         doomed = asyncio.create_task(Worker(doomed_context).run())
@@ -128,7 +124,7 @@ async def test_runs_of_a_dead_worker_are_taken_over_after_their_lease(
 ) -> None:
     partner_id = await create_partner(api, balance="10.00")
     setup = await create_org(api, partner_id)
-    batch_id = await _trigger(api, setup.org_id)
+    batch_id = await trigger(api, setup.org_id)
     async with context.sessions() as session:
         stranded = list(
             await session.scalars(
@@ -164,7 +160,7 @@ async def test_failed_batch_is_resumed_keeping_completed_runs(
 ) -> None:
     partner_id = await create_partner(api, balance="10.00")
     setup = await create_org(api, partner_id)
-    batch_id = await _trigger(api, setup.org_id)
+    batch_id = await trigger(api, setup.org_id)
     flaky = settings.model_copy(
         update={"simulated_failure_rate": 0.5, "run_max_attempts": 1, "max_failed_run_ratio": 0.0}
     )
@@ -223,7 +219,7 @@ async def test_a_batch_with_runs_left_to_ask_is_never_completed(
 ) -> None:
     partner_id = await create_partner(api, balance="10.00")
     setup = await create_org(api, partner_id, questions=1)
-    batch_id = await _trigger(api, setup.org_id)
+    batch_id = await trigger(api, setup.org_id)
     with pytest.raises(RuntimeError, match="6 run\\(s\\) of the batch are still unfinished"):
         await complete_batch(context, uuid.UUID(batch_id))
     assert expect(await api.get(f"/batches/{batch_id}"), 200)["status"] == "pending"

@@ -23,7 +23,7 @@ from app.settings import Settings
 from devtools.embedded import run_worker_task
 from devtools.emulator.server import EmulatorServer
 from tests.db_checks import run_stats
-from tests.factories import create_org, create_partner, expect, wait_for_batch
+from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
 from tests.worker_support import (
     LANES,
     answered,
@@ -160,7 +160,7 @@ async def test_a_resumed_batch_is_admitted_again_for_what_is_left(
 ) -> None:
     partner_id = await create_partner(api, balance="10.00", price=str(PRICE))
     setup = await create_org(api, partner_id)
-    batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    batch_id = await trigger(api, setup.org_id)
     failing = settings.model_copy(
         update={"simulated_failure_rate": 0.5, "run_max_attempts": 1, "max_failed_run_ratio": 0}
     )
@@ -190,7 +190,7 @@ async def test_the_worker_reserves_what_an_unreserved_batch_needs_or_fails_it(
     it, and fails it when the partner cannot cover it any more."""
     partner_id = await create_partner(api, balance="2.00", price=str(PRICE))
     setup = await create_org(api, partner_id)
-    batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    batch_id = await trigger(api, setup.org_id)
     async with context.sessions() as session:
         await session.execute(
             update(EvaluationBatch)
@@ -256,7 +256,7 @@ async def test_cancelling_a_pending_batch_ends_it_at_once_and_releases_its_reser
 ) -> None:
     partner_id = await create_partner(api, balance="10.00", price=str(PRICE))
     setup = await create_org(api, partner_id)
-    batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    batch_id = await trigger(api, setup.org_id)
 
     cancelled = expect(await api.post(f"/batches/{batch_id}/cancel"), 200)
     assert cancelled["status"] == "cancelled"
@@ -284,7 +284,7 @@ async def test_cancelling_a_pending_batch_ends_it_at_once_and_releases_its_reser
 async def test_only_the_operator_cancels(api: httpx.AsyncClient) -> None:
     partner_id = await create_partner(api, balance="10.00", price=str(PRICE))
     setup = await create_org(api, partner_id, questions=1)
-    batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    batch_id = await trigger(api, setup.org_id)
     key = expect(await api.post(f"/partners/{partner_id}/api-keys", json={}), 201)["key"]
     response = await api.post(
         f"/batches/{batch_id}/cancel", headers={"Authorization": f"Bearer {key}"}
@@ -307,7 +307,7 @@ async def test_a_batch_stopped_mid_run_finishes_its_runs_in_flight_and_charges_o
     settings = held_settings_for(postgres_url, queue_url, sqs_endpoint, emulator)
     partner_id = await create_partner(api, balance="10.00", price=str(PRICE))
     setup = await create_org(api, partner_id, engines=("openai",))  # 10 runs
-    batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    batch_id = await trigger(api, setup.org_id)
     async with AppContext.create(settings) as worker_context, running(Worker(worker_context)):
         await held_calls(emulator, LANES)
         if how == "operator":

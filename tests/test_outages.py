@@ -27,7 +27,7 @@ from devtools.emulator.server import EmulatorServer
 from devtools.emulator.wiring import emulated_engine_settings
 from tests.clock import ManualClock, OffsetClock
 from tests.conftest import API_TOKEN, make_settings
-from tests.factories import create_org, create_partner, expect, wait_for_batch
+from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
 from tests.private_postgres import PrivatePostgres
 from tests.servers import silent_server
 from tests.worker_support import (
@@ -162,6 +162,17 @@ async def leases(context: AppContext, batch_id: str) -> dict[uuid.UUID, datetime
         return {run_id: expires for run_id, expires in rows.all()}
 
 
+@contextlib.asynccontextmanager
+async def lease_scene(
+    settings: Settings,
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppContext, str]]:
+    """The API and an observer on the private database, and a batch of 4 openai runs."""
+    async with api_client(settings) as api, AppContext.create(settings) as observer:
+        partner_id = await create_partner(api)
+        setup = await create_org(api, partner_id, questions=2, engines=("openai",))
+        yield api, observer, await trigger(api, setup.org_id)
+
+
 async def beat(clock: ManualClock, seconds: float) -> None:
     """Let every loop of the worker go to sleep, then move the clock on."""
     await clock.wait_for_sleepers(4)  # reconciler, job timeout, visibility and lease heartbeats
@@ -171,10 +182,7 @@ async def beat(clock: ManualClock, seconds: float) -> None:
 async def test_a_lease_heartbeat_that_loses_the_database_for_a_while_keeps_its_runs(
     lease_settings: Settings, private_postgres: PrivatePostgres, emulator: EmulatorServer
 ) -> None:
-    async with api_client(lease_settings) as api, AppContext.create(lease_settings) as observer:
-        partner_id = await create_partner(api)
-        setup = await create_org(api, partner_id, questions=2, engines=("openai",))
-        batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    async with lease_scene(lease_settings) as (api, observer, batch_id):
         clock = ManualClock()
         async with (
             AppContext.create(lease_settings, clock) as worker_context,
@@ -208,10 +216,7 @@ async def test_a_lease_heartbeat_that_loses_the_database_for_a_while_keeps_its_r
 async def test_a_lease_that_cannot_be_renewed_stops_its_engine_calls_before_another_worker_takes_it(
     lease_settings: Settings, private_postgres: PrivatePostgres, emulator: EmulatorServer
 ) -> None:
-    async with api_client(lease_settings) as api, AppContext.create(lease_settings) as observer:
-        partner_id = await create_partner(api)
-        setup = await create_org(api, partner_id, questions=2, engines=("openai",))
-        batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    async with lease_scene(lease_settings) as (api, observer, batch_id):
         clock = ManualClock()
         settings = lease_settings.model_copy(update={"job_retry_base_seconds": 0})
         async with AppContext.create(settings, clock) as worker_context:
@@ -223,8 +228,7 @@ async def test_a_lease_that_cannot_be_renewed_stops_its_engine_calls_before_anot
             # in flight are abandoned before anybody else may take their runs.
             await beat(clock, LEASE / 3)
             await beat(clock, 0.1)
-            await clock.wait_for_sleepers(4)
-            clock.advance(0.2)
+            await beat(clock, 0.2)
             await eventually(
                 lambda: statuses(emulator) == {CLIENT_WENT_AWAY: LANES}, what="calls abandoned"
             )
@@ -274,7 +278,7 @@ async def test_workers_whose_clocks_are_ten_minutes_apart_never_ask_a_run_twice(
     )
     partner_id = await create_partner(api)
     setup = await create_org(api, partner_id, engines=("openai",))  # 10 runs
-    batch_id = expect(await api.post(f"/orgs/{setup.org_id}/evaluations"), 202)["batch_id"]
+    batch_id = await trigger(api, setup.org_id)
     # A second copy of the job: both workers work on the batch at once.
     await context.require_queue().send(
         EvaluateOrg(org_id=uuid.UUID(setup.org_id), batch_id=uuid.UUID(batch_id))

@@ -22,7 +22,7 @@ from app.db.models import QuestionRun
 from app.settings import Settings
 from devtools.embedded import run_worker_task
 from tests.db_checks import balance, run_stats
-from tests.factories import create_org, create_partner, expect, wait_for_batch
+from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
 from tests.processes import WorkerProcess, worker_environment, worker_process
 from tests.worker_support import eventually, queue_counts, run_rows, wait_queue_empty
 
@@ -44,10 +44,6 @@ def subprocess_environment(settings: Settings, **overrides: str) -> dict[str, st
         RUN_CONCURRENCY=str(SUBPROCESS_RUN_CONCURRENCY),
         **overrides,
     )
-
-
-async def trigger(api: httpx.AsyncClient, org_id: str) -> str:
-    return str(expect(await api.post(f"/orgs/{org_id}/evaluations"), 202)["batch_id"])
 
 
 async def wait_for_completed_runs(

@@ -40,7 +40,7 @@ from devtools.emulator.server import EmulatorServer
 from tests.clock import ManualClock
 from tests.conftest import MAX_RECEIVE_COUNT, make_settings
 from tests.db_checks import run_stats
-from tests.factories import create_org, create_partner, expect, wait_for_batch
+from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
 from tests.worker_support import (
     LANES,
     RecordingQueue,
@@ -135,10 +135,6 @@ def backoff_bounds(settings: Settings, failures: int) -> tuple[float, float]:
         settings.job_retry_max_seconds, settings.job_retry_base_seconds * 2 ** (failures - 1)
     )
     return ceiling / 2, float(ceiling)
-
-
-async def trigger(api: httpx.AsyncClient, org_id: str) -> str:
-    return str(expect(await api.post(f"/orgs/{org_id}/evaluations"), 202)["batch_id"])
 
 
 async def job_failures(context: AppContext, batch_id: str) -> int:

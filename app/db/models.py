@@ -99,6 +99,11 @@ class Partner(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    @property
+    def available(self) -> Decimal:
+        """What new batches are admitted against."""
+        return self.balance - self.reserved
+
 
 class ApiKey(Base):
     __tablename__ = "api_keys"

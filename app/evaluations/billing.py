@@ -27,10 +27,6 @@ from app.db.upsert import insert_ignoring_conflicts
 from app.errors import InsufficientBalanceError
 
 
-def available(partner: Partner) -> Decimal:
-    return partner.balance - partner.reserved
-
-
 async def lock_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
     partner = await session.scalar(
         select(Partner)
@@ -66,11 +62,9 @@ async def uncharged_runs(session: AsyncSession, batch_id: uuid.UUID) -> int:
 def require_available(partner: Partner, runs: int, price: Decimal, held: Decimal) -> Decimal:
     """What `runs` at `price` need beyond `held` (already reserved for them); 402 when the
     partner's available amount cannot cover it."""
-    required = price * runs
-    if available(partner) + held < required:
-        raise InsufficientBalanceError(
-            runs=runs, required=required, available=available(partner) + held
-        )
+    required, covered = price * runs, partner.available + held
+    if covered < required:
+        raise InsufficientBalanceError(runs=runs, required=required, available=covered)
     return required - held
 
 

@@ -18,6 +18,7 @@ from app.db.clock import db_now
 from app.db.models import BatchStatus, EvaluationBatch, Org, QuestionRun, RunStatus
 from app.errors import ConflictError
 from app.evaluations.billing import charge_completed_runs, lock_batch, lock_partner, release_all
+from app.evaluations.runs import in_flight
 
 LIVE = (BatchStatus.PENDING, BatchStatus.RUNNING)
 MAX_BATCH_ERROR = 500
@@ -103,16 +104,10 @@ async def request_cancel(
         resource_id=batch.id,
         details={"reason": reason},
     )
-    in_flight = await session.scalar(
-        select(QuestionRun.id)
-        .where(
-            QuestionRun.batch_id == batch.id,
-            QuestionRun.status == RunStatus.RUNNING,
-            QuestionRun.lease_expires_at >= db_now(),
-        )
-        .limit(1)
+    held = await session.scalar(
+        select(QuestionRun.id).where(QuestionRun.batch_id == batch.id, in_flight()).limit(1)
     )
-    if in_flight is None:
+    if held is None:
         await finish_batch(
             session,
             batch.id,

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analysis.merge import AnalysisOutcome, analyse, judged_mention, named_competitors
@@ -37,6 +37,7 @@ from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequ
 from app.engines.guard import invalid_answer_reason
 from app.errors import InvalidInputError, describe_error
 from app.evaluations.billing import lock_batch, lock_partner, release_run_share
+from app.evaluations.runs import in_flight
 from app.extraction import Extraction, OrgProfile, extract
 from app.jobs import JobControl, JobInterruptedError
 from app.loops import LoopGaveUpError, LoopPolicy, LoopService
@@ -379,11 +380,7 @@ class MatrixRunner:
         another worker. One query, so a lease that ends meanwhile cannot make a run look both
         not claimable and not held."""
         unfinished = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING])
-        held_elsewhere = and_(
-            QuestionRun.status == RunStatus.RUNNING,
-            QuestionRun.claimed_by != self._worker_id,
-            QuestionRun.lease_expires_at >= db_now(),
-        )
+        held_elsewhere = and_(in_flight(), QuestionRun.claimed_by != self._worker_id)
         cancelling = (
             select(EvaluationBatch.cancel_requested_at)
             .where(EvaluationBatch.id == self._batch_id)
@@ -497,9 +494,10 @@ class LeaseKeeper(LoopService):
 
 
 def _claimable() -> ColumnElement[bool]:
+    """Never claimed, or claimed by a worker whose lease has ended."""
     return or_(
         QuestionRun.status == RunStatus.PENDING,
-        and_(QuestionRun.status == RunStatus.RUNNING, QuestionRun.lease_expires_at < db_now()),
+        and_(QuestionRun.status == RunStatus.RUNNING, not_(in_flight())),
     )
 
 

@@ -99,9 +99,8 @@ async def get_or_create_batch(
         batch = await session.get_one(EvaluationBatch, batch_id, with_for_update=True)
         org = await session.get_one(Org, batch.org_id)
         batch.job_attempts += 1
-        batch.heartbeat_at = db_now()
+        batch.heartbeat_at = db_now()  # expired after the commit: nothing below reads it
         await session.commit()
-        await session.refresh(batch)
         return batch, org
 
 

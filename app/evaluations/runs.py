@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.clock import db_now
 from app.db.models import QuestionRun, RunStatus
 
 
@@ -17,3 +18,8 @@ async def status_counts(session: AsyncSession, batch_id: uuid.UUID) -> dict[RunS
         .group_by(QuestionRun.status)
     )
     return {status: count for status, count in rows.all()}
+
+
+def in_flight() -> ColumnElement[bool]:
+    """A run some worker holds a live lease on (in the database's time)."""
+    return and_(QuestionRun.status == RunStatus.RUNNING, QuestionRun.lease_expires_at >= db_now())

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import MoneyIn, MoneyOut, Name, PositiveMoney
 
@@ -24,13 +24,12 @@ class PartnerRead(BaseModel):
     name: str
     balance: MoneyOut = Field(description="Prepaid money left: charged runs have left it")
     reserved: MoneyOut = Field(description="Held for the runs of admitted batches not charged yet")
+    available: MoneyOut = Field(
+        description="What new batches can be admitted against: balance − reserved"
+    )
     price_per_run: MoneyOut
     created_at: datetime
     updated_at: datetime
-
-    @computed_field(description="What new batches can be admitted against: balance − reserved")
-    def available(self) -> MoneyOut:
-        return self.balance - self.reserved
 
 
 class TopUp(BaseModel):
