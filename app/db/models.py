@@ -14,6 +14,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -23,6 +24,8 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     false,
+    text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -127,6 +130,10 @@ class Org(Base):
     domains: Mapped[list[str]] = mapped_column(JSON, default=list)
     competitors: Mapped[list[str]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Asks of each (question, engine, country) cell per batch; with max_samples, a cell whose
+    # answers disagree gets further asks, one at a time, up to max_samples.
+    samples: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    max_samples: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -187,7 +194,16 @@ class EvaluationBatch(Base):
     status: Mapped[BatchStatus] = mapped_column(
         _enum(BatchStatus, "batch_status"), default=BatchStatus.PENDING
     )
-    total_runs: Mapped[int] = mapped_column(Integer, default=0)
+    total_runs: Mapped[int] = mapped_column(Integer, default=0)  # runs created so far
+    # The matrix as admitted: cells, asks per cell, and the most runs adaptive asks may reach
+    # (what the reservation covers).
+    cells: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    samples: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    max_samples: Mapped[int | None] = mapped_column(Integer)
+    max_runs: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Computed once when the batch completes (and again on re-scoring): what results serve.
+    summary: Mapped[dict[str, Any] | None]
+    summarised_at: Mapped[datetime | None]
     triggered_by: Mapped[str] = mapped_column(String(100), default="api")
     user_id: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
@@ -225,7 +241,7 @@ class BatchStep(Base):
 class QuestionRun(Base):
     __tablename__ = "question_runs"
     __table_args__ = (
-        UniqueConstraint("batch_id", "question_id", "engine_id", "location"),
+        UniqueConstraint("batch_id", "question_id", "engine_id", "location", "sample"),
         Index("ix_question_runs_batch_status", "batch_id", "status"),
     )
 
@@ -237,6 +253,7 @@ class QuestionRun(Base):
     question_text: Mapped[str] = mapped_column(String(1000))
     engine_id: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(String(2))
+    sample: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))  # 1-based
     status: Mapped[RunStatus] = mapped_column(
         _enum(RunStatus, "run_status"), default=RunStatus.PENDING
     )
@@ -251,6 +268,16 @@ class QuestionRun(Base):
     cost: Mapped[Decimal | None]
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What the answer was: where it came from (api, scraped_ui, serp), whether the engine
+    # searched the web (null: the provider does not say), the queries it searched, and whether
+    # the surface was there at all (a results page without an AI Overview).
+    surface: Mapped[str | None] = mapped_column(String(16))
+    searched: Mapped[bool | None] = mapped_column(Boolean)
+    search_queries: Mapped[list[str] | None] = mapped_column(JSON)
+    surface_present: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # How its facts were found: the LLM analysis ran on it, and the extraction rules' version.
+    analysed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    extraction_version: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -326,3 +353,128 @@ class AuditEvent(Base):
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CellMetric(Base):
+    """One metric of one (question, engine, country) cell of a completed batch: the mean of its
+    completed samples. Trends and change verdicts are computed from these rows."""
+
+    __tablename__ = "cell_metrics"
+    __table_args__ = (Index("ix_cell_metrics_org_metric_date", "org_id", "metric", "batch_date"),)
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("evaluation_batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    question_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    engine_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    location: Mapped[str] = mapped_column(String(2), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    batch_date: Mapped[date] = mapped_column(Date)
+    value: Mapped[float] = mapped_column(Float)
+    answers: Mapped[int] = mapped_column(Integer)  # samples of the cell that gave a value
+
+
+class RescoreStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class RescoreRequest(Base):
+    __tablename__ = "rescore_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    date_from: Mapped[date] = mapped_column(Date)
+    date_to: Mapped[date] = mapped_column(Date)
+    status: Mapped[RescoreStatus] = mapped_column(
+        _enum(RescoreStatus, "rescore_status"), default=RescoreStatus.PENDING
+    )
+    requested_by: Mapped[str] = mapped_column(String(200))
+    batches: Mapped[int] = mapped_column(Integer, default=0)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    last_enqueued_at: Mapped[datetime | None]
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    partner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partners.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(String(500))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Standard Webhooks signing secret (`whsec_` + base64); shown once, when created.
+    secret: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set when a delivery used up its retries; cleared by the next successful delivery.
+    failing_since: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookEvent(Base):
+    __tablename__ = "webhook_events"
+
+    # Stable: derived from what produced the event, so producing it again changes nothing.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    partner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partners.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retries used up
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_enqueued_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per HTTP attempt."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime]
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
