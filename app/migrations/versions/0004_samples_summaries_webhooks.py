@@ -25,7 +25,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def _time(name: str, nullable: bool = True) -> sa.Column[object]:
-    return sa.Column(name, app.db.types.UTCDateTime(timezone=True), nullable=nullable)  # type: ignore[arg-type]
+    return sa.Column(name, app.db.types.UTCDateTime(timezone=True), nullable=nullable)
 
 
 def _status(name: str, values: Sequence[str], constraint: str) -> sa.Column[object]:
