@@ -17,12 +17,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from app.clock import SystemClock
 from app.context import AppContext
 from app.db.migrate import upgrade
 from app.logging import configure_logging
@@ -62,6 +64,8 @@ class DemoOptions:
     locations: list[str]
     timeout: float
     emulator: bool = False  # real engine clients against the engine emulator, in-process
+    samples: int = 2
+    backfill_days: int = 6  # earlier simulated days evaluated first, for the trend
 
 
 async def run_demo(options: DemoOptions) -> int:
@@ -123,8 +127,19 @@ def _emulated_engines(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update=emulated_engine_settings(emulator.url))
 
 
+class DemoClock(SystemClock):
+    """The system clock whose date can be moved back whole days (the backfill)."""
+
+    def __init__(self) -> None:
+        self.days_back = 0
+
+    def today(self) -> date:
+        return super().today() - timedelta(days=self.days_back)
+
+
 async def _run(settings: Settings, options: DemoOptions) -> int:
-    async with AppContext.create(settings) as context:
+    clock = DemoClock()
+    async with AppContext.create(settings, clock) as context:
         await upgrade(context.db)
         async with serve_api(settings, context) as base_url, run_worker_task(context) as worker:
             _say(f"api: {base_url} (OpenAPI at /docs)")
@@ -133,10 +148,10 @@ async def _run(settings: Settings, options: DemoOptions) -> int:
             async with httpx.AsyncClient(
                 base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
             ) as client:
-                return await _drive(client, options)
+                return await _drive(client, options, clock)
 
 
-async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
+async def _drive(client: httpx.AsyncClient, options: DemoOptions, clock: DemoClock) -> int:
     partner = _ok(
         await client.post(
             "/partners",
@@ -147,13 +162,22 @@ async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
             },
         )
     )
-    org = _ok(await client.post("/orgs", json={"partner_id": partner["id"], **DEMO_ORG}))
+    org = _ok(
+        await client.post(
+            "/orgs", json={"partner_id": partner["id"], **DEMO_ORG, "samples": options.samples}
+        )
+    )
     org_id = org["id"]
     questions = list(DEMO_QUESTIONS[: options.questions])
     _ok(await client.put(f"/orgs/{org_id}/questions", json={"questions": questions}))
     _ok(await client.put(f"/orgs/{org_id}/engines", json={"engines": options.engines}))
     _ok(await client.put(f"/orgs/{org_id}/locations", json={"locations": options.locations}))
-    _say(f"\norg: {org['name']} ({org_id}), partner balance {partner['balance']}")
+    _say(
+        f"\norg: {org['name']} ({org_id}), {org['samples']} samples per cell, "
+        f"partner balance {partner['balance']}"
+    )
+    if options.backfill_days:
+        await _backfill(client, org_id, options, clock)
 
     response = await client.post(
         f"/orgs/{org_id}/evaluations", json={"triggered_by": "demo", "user_id": "demo"}
@@ -176,10 +200,57 @@ async def _drive(client: httpx.AsyncClient, options: DemoOptions) -> int:
     after = _ok(await client.get(f"/partners/{partner['id']}"))
     balance = f"{after['balance']} ({after['reserved']} still reserved)"
     _print_summary(batch, results, balance, options)
+    await _print_trend(client, org_id, options, clock.today())
     return 0
 
 
-async def _poll(client: httpx.AsyncClient, batch_id: str, wait_seconds: float) -> dict[str, Any]:
+async def _backfill(
+    client: httpx.AsyncClient, org_id: str, options: DemoOptions, clock: DemoClock
+) -> None:
+    """One batch for each earlier day, so the trend has a week to show: the API and worker
+    read the same clock, whose date is moved back a day at a time."""
+    _say(f"backfilling {options.backfill_days} earlier simulated days for the trend")
+    try:
+        for days_back in range(options.backfill_days, 0, -1):
+            clock.days_back = days_back
+            accepted = _ok(await client.post(f"/orgs/{org_id}/evaluations", json={}))
+            batch = await _poll(client, accepted["batch_id"], options.timeout, quiet=True)
+            _say(f"  {batch['batch_date']}: {batch['status']}, {batch['completed_runs']} answers")
+    finally:
+        clock.days_back = 0
+
+
+async def _print_trend(
+    client: httpx.AsyncClient, org_id: str, options: DemoOptions, today: date
+) -> None:
+    days = options.backfill_days + 1
+    trend = _ok(
+        await client.get(
+            f"/orgs/{org_id}/trends",
+            params={
+                "metric": "visibility",
+                "granularity": "day",
+                "from": str(today - timedelta(days=days - 1)),
+            },
+        )
+    )
+    _say(f"\n  visibility, last {days} days (95% interval; cells / answers)")
+    for point in trend["points"]:
+        _say(
+            f"  {point['period']['start']}  {_pct(point['value']):>5}  "
+            f"{_interval(point['interval'])}  {point['cells']} / {point['answers']}"
+        )
+    changes = _ok(await client.get(f"/orgs/{org_id}/changes", params={"window": 3}))
+    overall = changes["metrics"]["visibility"]["overall"]
+    _say(
+        f"  last 3 days against the 3 before: {_signed(overall['difference'])} "
+        f"{_interval(overall['interval'])} → {overall['verdict']}"
+    )
+
+
+async def _poll(
+    client: httpx.AsyncClient, batch_id: str, wait_seconds: float, *, quiet: bool = False
+) -> dict[str, Any]:
     deadline = time.monotonic() + wait_seconds
     last = ""
     while True:
@@ -188,7 +259,7 @@ async def _poll(client: httpx.AsyncClient, batch_id: str, wait_seconds: float) -
             f"  {batch['status']:<9} {batch['completed_runs']:>3}/{batch['total_runs']} completed,"
             f" {batch['failed_runs']} failed, {batch['charged_runs']} charged"
         )
-        if line != last:
+        if line != last and not quiet:
             _say(line)
             last = line
         if batch["status"] in TERMINAL:
@@ -209,13 +280,27 @@ def _print_summary(
     elif options.emulator:
         label = " (real engine clients, answers from the engine emulator)"
     _say(f"\nResults{label} — batch {batch['batch_id']}, {batch['batch_date']}")
-    _say(f"  visibility          {_pct(summary['visibility'])} of answers mention the org")
-    _say(f"  share of voice      {_pct(summary['share_of_voice'])} of mentions of tracked brands")
-    _say(f"  sentiment           {_sentiment(summary['sentiment'])}")
-    _say(f"  avg list position   {summary['average_list_position'] or '—'}")
+    method = results["methodology"]
+    asks = method["samples_per_cell"] or {"min": 0, "max": 0}
     _say(
-        f"  citation rate       {_pct(summary['citation_rate'])} of answers with sources cite "
-        "its domain"
+        f"  {method['questions']} questions × {len(method['engines'])} engines × "
+        f"{len(method['countries'])} countries, {asks['min']}–{asks['max']} asks per cell; "
+        "95% intervals: bootstrap over questions"
+    )
+    _say(f"  visibility          {_estimate(summary['visibility'])} of answers mention the org")
+    _say(
+        f"  share of voice      {_estimate(summary['share_of_voice']['tracked'])} against "
+        "its tracked competitors"
+    )
+    _say(f"  sentiment           {_sentiment(summary['sentiment'])}")
+    position = summary["average_position"]
+    _say(
+        f"  avg list position   {_number(position['value'])} "
+        f"{_interval(position['interval'], pct=False)}"
+    )
+    _say(
+        f"  citation rate       {_estimate(summary['citation_rate'])} of answers with sources "
+        "cite its domain"
     )
     _say("  top competitors     " + _names(summary["top_competitors"]))
     _say("  top cited domains   " + _names(summary["top_cited_domains"]))
@@ -235,18 +320,43 @@ def _print_summary(
 
 
 def _row(name: str, part: dict[str, Any]) -> None:
-    position = part["average_list_position"]
+    position = part["average_position"]["value"]
     _say(
-        f"  {name:<24}{part['completed_runs']:>6}{_pct(part['visibility']):>12}"
-        f"{_pct(part['share_of_voice']):>8}{position if position is not None else '—':>9}"
-        f"{_pct(part['citation_rate']):>8}{_score(part['sentiment']['score']):>7}"
+        f"  {name:<24}{part['completed_runs']:>6}{_pct(part['visibility']['value']):>12}"
+        f"{_pct(part['share_of_voice']['tracked']['value']):>8}"
+        f"{_number(position):>9}"
+        f"{_pct(part['citation_rate']['value']):>8}"
+        f"{_score(part['sentiment']['score']['value']):>7}"
     )
 
 
 def _sentiment(sentiment: dict[str, Any]) -> str:
     counts = f"{sentiment['positive']} positive, {sentiment['neutral']} neutral, "
     counts += f"{sentiment['negative']} negative"
-    return f"{_score(sentiment['score'])} ({counts}; score from -1 to +1)"
+    score = sentiment["score"]
+    return (
+        f"{_score(score['value'])} {_interval(score['interval'], pct=False)} "
+        f"({counts}; score from -1 to +1)"
+    )
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _estimate(estimate: dict[str, Any]) -> str:
+    return f"{_pct(estimate['value'])} {_interval(estimate['interval'])}"
+
+
+def _interval(interval: list[float] | None, *, pct: bool = True) -> str:
+    if interval is None:
+        return "[no interval]"
+    low, high = interval
+    return f"[{_pct(low)}–{_pct(high)}]" if pct else f"[{low:.2f}, {high:.2f}]"
+
+
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:+.1f} points"
 
 
 def _score(score: float | None) -> str:

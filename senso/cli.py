@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.settings import get_settings
 
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole flow end to end and print the results",
         description="Seed a demo org, trigger an evaluation through the real HTTP API, let the "
-        "real worker run it, poll until it finishes and print a summary. With no "
+        "real worker run it, poll until it finishes and print a summary with 95% intervals and "
+        "a 7-day visibility trend (earlier days are backfilled first). With no "
         "DATABASE_URL / SQS_QUEUE_URL it runs embedded: a SQLite file, an in-process SQS "
         "endpoint, simulated engines, no keys. Exit 0 when the batch completed.",
     )
@@ -87,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the real engine clients (and LLM analysis) against an in-process engine "
         "emulator instead of the simulated engines: every provider's wire protocol, no key",
+    )
+    demo.add_argument(
+        "--samples",
+        type=_bounded(1, 10),
+        default=2,
+        help="asks of each (question, engine, country) cell per batch, 1-10 (default 2)",
+    )
+    demo.add_argument(
+        "--backfill-days",
+        type=_bounded(0, 30),
+        default=6,
+        help="earlier simulated days evaluated first so the trend shows a week, 0-30 (default 6)",
     )
     demo.set_defaults(run=_demo)
 
@@ -227,6 +240,19 @@ def _devtools_missing(command: str) -> int | None:
     return None
 
 
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, not {value}")
+        return value
+
+    return parse
+
+
 def _demo(args: argparse.Namespace) -> int:
     if (missing := _devtools_missing("demo")) is not None:
         return missing
@@ -238,6 +264,8 @@ def _demo(args: argparse.Namespace) -> int:
         locations=[c.strip() for c in args.locations.split(",") if c.strip()],
         timeout=args.timeout,
         emulator=args.emulator,
+        samples=args.samples,
+        backfill_days=args.backfill_days,
     )
     return asyncio.run(run_demo(options))
 

@@ -3,6 +3,7 @@ engine emulator over real HTTP, and the summary arithmetic built on what they fi
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,9 @@ from app.analysis.spellings import rule_variations
 from app.clock import SystemClock
 from app.db.models import RunStatus
 from app.engines.ratelimit import LocalRateLimiter
-from app.evaluations.results import RunFacts, TrackedBrands, summarise
+from app.evaluations.metrics import RunFacts, TrackedBrands
+from app.evaluations.schemas import BatchSummary
+from app.evaluations.summaries import summarise
 from app.settings import Settings
 from devtools.emulator.config import EmulatorConfig, Fault
 from devtools.emulator.server import EmulatorServer
@@ -304,10 +307,14 @@ def test_the_emulator_answers_unknown_schemas_with_a_minimal_instance() -> None:
 
 # The summary's arithmetic.
 
+BATCH = uuid.uuid4()
+
 
 def facts(
     engine: str = "openai",
     *,
+    question: uuid.UUID | None = None,
+    sample: int = 1,
     mentioned: bool = True,
     negated: bool = False,
     sentiment: str | None = None,
@@ -316,21 +323,35 @@ def facts(
     domains: tuple[str, ...] = (),
     org_cited: bool = False,
     status: RunStatus = RunStatus.COMPLETED,
+    error: str | None = None,
 ) -> RunFacts:
     return RunFacts(
+        question_id=question or uuid.uuid4(),
         engine=engine,
         location="US",
+        sample=sample,
         status=status,
+        error=error,
         simulated=True,
+        model="m",
+        surface="api",
+        searched=None,
+        surface_present=True,
+        analysed=sentiment is not None,
+        extraction_version=1,
         mentioned=mentioned,
+        negated=negated,
         list_position=position,
         org_cited=org_cited,
+        sentiment=sentiment,
         competitors=frozenset(competitors),
         domains=frozenset(domains),
-        negated=negated,
-        sentiment=sentiment,
         has_citations=bool(domains),
     )
+
+
+def summary_of(runs: list[RunFacts], competitors: list[str] | None = None) -> BatchSummary:
+    return summarise(BATCH, runs, TrackedBrands.of(competitors or []))
 
 
 def test_negated_mentions_count_toward_nothing() -> None:
@@ -338,34 +359,65 @@ def test_negated_mentions_count_toward_nothing() -> None:
         facts(sentiment="positive", position=2),
         facts(negated=True, position=1),
         facts(mentioned=False),
-        facts(status=RunStatus.FAILED),
+        facts(status=RunStatus.FAILED, error="timeout"),
+        facts(status=RunStatus.FAILED, error="invalid_answer: empty"),
     ]
-    overall, _, _ = summarise(runs, TrackedBrands.of([]))
-    assert (overall.completed_runs, overall.failed_runs) == (3, 1)
-    assert overall.visibility == round(1 / 3, 4)
-    assert overall.average_list_position == 2
-    assert overall.share_of_voice == 1.0
-    assert (overall.sentiment.positive, overall.sentiment.score) == (1, 1.0)
+    overall = summary_of(runs).summary
+    assert (overall.completed_runs, overall.failed_runs, overall.rejected_runs) == (3, 2, 1)
+    assert overall.visibility.value == round(1 / 3, 4)
+    assert (overall.visibility.cells, overall.visibility.answers) == (3, 3)
+    assert overall.average_position.value == 2
+    assert overall.share_of_voice.all.value == 1.0
+    assert (overall.sentiment.positive, overall.sentiment.score.value) == (1, 1.0)
 
 
-def test_share_of_voice_counts_tracked_brands_only() -> None:
+def test_share_of_voice_in_both_variants() -> None:
     runs = [
         facts(competitors=("Mixpanel", "Heap")),
         facts(competitors=("mixpanel", "Untracked Co")),
         facts(mentioned=False, competitors=("Heap",)),
     ]
-    tracked, _, _ = summarise(runs, TrackedBrands.of(["Mixpanel", "Heap"]))
-    # Org in 2 answers; Mixpanel in 2, Heap in 2: 2 / (2 + 4).
-    assert tracked.share_of_voice == round(2 / 6, 4)
-    every, _, _ = summarise(runs, TrackedBrands.of([]))
-    # With no competitor configured every named one counts: 2 / (2 + 5).
-    assert every.share_of_voice == round(2 / 7, 4)
+    sov = summary_of(runs, ["Mixpanel", "Heap"]).summary.share_of_voice
+    # Per answer: the org's share of the brands it names; the mean over cells.
+    assert sov.tracked.value == round((1 / 3 + 1 / 2 + 0) / 3, 4)
+    assert sov.all.value == round((1 / 3 + 1 / 3 + 0) / 3, 4)
+    assert "configured competitor" in sov.tracked.denominator
+    untracked = summary_of(runs).summary.share_of_voice
+    # No competitor configured: nothing to compare against is null, never 0.
+    assert untracked.tracked.value is None
+    assert untracked.tracked.interval_note is not None
+    assert untracked.all.value == sov.all.value
 
 
 def test_share_of_voice_is_undefined_without_any_brand_mentioned() -> None:
-    overall, _, _ = summarise([facts(mentioned=False)], TrackedBrands.of(["Heap"]))
-    assert overall.share_of_voice is None
-    assert overall.sentiment.score is None
+    overall = summary_of([facts(mentioned=False)], ["Heap"]).summary
+    assert overall.share_of_voice.tracked.value is None
+    assert overall.share_of_voice.all.value is None
+    assert overall.sentiment.score.value is None
+
+
+def test_a_cell_asked_five_times_weighs_what_a_cell_asked_once_does() -> None:
+    asked_often = uuid.uuid4()
+    runs = [facts(question=asked_often, sample=i, mentioned=i == 1) for i in range(1, 6)]
+    runs.append(facts())
+    summary = summary_of(runs)
+    # (1/5 + 1) / 2, not 2/6.
+    assert summary.summary.visibility.value == 0.6
+    assert (summary.summary.visibility.cells, summary.summary.visibility.answers) == (2, 6)
+    assert summary.methodology.samples_per_cell is not None
+    assert summary.methodology.samples_per_cell.model_dump() == {"min": 1, "mean": 3.0, "max": 5}
+    # Fewer than 3 questions: no interval, and why.
+    assert summary.summary.visibility.interval is None
+    assert "fewer than 3 questions" in (summary.summary.visibility.interval_note or "")
+
+
+def test_an_interval_is_deterministic_and_brackets_the_value() -> None:
+    runs = [facts(mentioned=i % 3 == 0) for i in range(12)]
+    first, again = summary_of(runs).summary, summary_of(runs).summary
+    assert first.visibility.interval is not None
+    low, high = first.visibility.interval
+    assert low <= (first.visibility.value or 0) <= high
+    assert first.visibility == again.visibility
 
 
 def test_sentiment_per_engine() -> None:
@@ -377,12 +429,18 @@ def test_sentiment_per_engine() -> None:
         facts("linkup", sentiment="negative"),
         facts("linkup", mentioned=False),
     ]
-    overall, by_engine, by_location = summarise(runs, TrackedBrands.of([]))
-    openai = by_engine["openai"].sentiment
-    assert (openai.positive, openai.neutral, openai.negative, openai.score) == (2, 1, 1, 0.25)
-    assert by_engine["linkup"].sentiment.score == -1.0
-    assert overall.sentiment.score == 0.0
-    assert by_location["US"].sentiment == overall.sentiment
+    summary = summary_of(runs)
+    openai = summary.by_engine["openai"].sentiment
+    assert (openai.positive, openai.neutral, openai.negative, openai.score.value) == (
+        2,
+        1,
+        1,
+        0.25,
+    )
+    assert summary.by_engine["linkup"].sentiment.score.value == -1.0
+    assert summary.summary.sentiment.score.value == 0.0
+    assert summary.by_location["US"].sentiment.score.value == 0.0
+    assert summary.methodology.llm_analysis
 
 
 def test_citation_rate_is_over_answers_with_citations() -> None:
@@ -392,7 +450,5 @@ def test_citation_rate_is_over_answers_with_citations() -> None:
         facts(),
         facts(),
     ]
-    overall, _, _ = summarise(runs, TrackedBrands.of([]))
-    assert overall.citation_rate == 0.5
-    none_cited, _, _ = summarise([facts()], TrackedBrands.of([]))
-    assert none_cited.citation_rate is None
+    assert summary_of(runs).summary.citation_rate.value == 0.5
+    assert summary_of([facts()]).summary.citation_rate.value is None

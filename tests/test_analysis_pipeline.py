@@ -138,14 +138,15 @@ async def test_one_structured_call_per_answer_and_one_for_the_names(
     assert sources == {"tracked", "analysis"}, "untracked rivals come from the analysis"
 
     summary = results["summary"]
-    assert 0 < summary["share_of_voice"] < summary["visibility"] <= 1
-    assert summary["sentiment"]["score"] is not None
+    assert 0 < summary["share_of_voice"]["tracked"]["value"] <= 1
+    assert 0 < summary["visibility"]["value"] <= 1
+    assert summary["sentiment"]["score"]["value"] is not None
     assert sum(summary["sentiment"][k] for k in ("positive", "neutral", "negative")) == len(
         mentioned
     )
     for part in (*results["by_engine"].values(), *results["by_location"].values()):
-        assert part["share_of_voice"] is not None
-        assert part["sentiment"]["score"] is not None
+        assert part["share_of_voice"]["tracked"]["value"] is not None
+        assert part["sentiment"]["score"]["value"] is not None
 
     for run in stored:
         assert run.raw_response is not None
@@ -201,9 +202,12 @@ async def test_with_answer_analysis_off_only_deterministic_facts_are_stored(
     assert any(run["mention"]["mentioned"] for run in runs)
     assert {c["source"] for run in runs for c in run["competitors"]} == {"tracked"}
     summary = results["summary"]
-    assert summary["visibility"] > 0
-    assert summary["share_of_voice"] > 0
-    assert summary["sentiment"] == {"positive": 0, "neutral": 0, "negative": 0, "score": None}
+    assert summary["visibility"]["value"] > 0
+    assert summary["share_of_voice"]["tracked"]["value"] > 0
+    sentiment = summary["sentiment"]
+    assert (sentiment["positive"], sentiment["neutral"], sentiment["negative"]) == (0, 0, 0)
+    assert sentiment["score"]["value"] is None
+    assert results["methodology"]["llm_analysis"] is False
 
 
 async def test_the_simulated_analyst_runs_offline_end_to_end(
@@ -217,8 +221,8 @@ async def test_the_simulated_analyst_runs_offline_end_to_end(
 
     assert emulator.state.logged() == []
     summary = results["summary"]
-    assert summary["share_of_voice"] is not None
-    assert summary["sentiment"]["score"] is not None
+    assert summary["share_of_voice"]["tracked"]["value"] is not None
+    assert summary["sentiment"]["score"]["value"] is not None
     assert any(run["mention"]["sentiment"] for run in results["runs"])
 
 
@@ -245,7 +249,7 @@ async def test_a_failing_analysis_never_loses_the_answer(
     assert structured_calls(emulator) == {"answer_analysis": RUNS, "name_variations": 1}
     assert all("quota_exhausted" in r["analysis"]["error"] for r in raw if r is not None)
     assert {run["mention"]["sentiment"] for run in results["runs"]} == {None}
-    assert results["summary"]["visibility"] > 0
+    assert results["summary"]["visibility"]["value"] > 0
 
 
 async def test_a_negated_mention_is_not_visibility(
@@ -272,8 +276,9 @@ async def test_a_negated_mention_is_not_visibility(
         (True, True, None),
     ]
     summary = results["summary"]
-    assert (summary["visibility"], summary["share_of_voice"]) == (0.0, None)
-    assert summary["average_list_position"] is None
+    assert summary["visibility"]["value"] == 0.0
+    assert summary["share_of_voice"]["tracked"]["value"] is None
+    assert summary["average_position"]["value"] is None
 
 
 async def test_concurrent_generations_for_one_org_do_not_collide(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,12 +96,20 @@ def test_demo_runs_the_embedded_default_end_to_end(tmp_path: Path) -> None:
     assert "database: embedded SQLite" in out
     assert "queue: in-process SQS endpoint" in out
     assert "→ 202" in out
-    assert "30 runs" in out
-    assert "admitted: 1.500000 reserved of the balance 100.000000, 98.500000 available" in out
-    assert "completed  30/30 completed, 0 failed, 30 charged" in out
+    # 5 questions × 3 engines × 2 countries, asked twice; 6 earlier days backfilled first.
+    assert "2 samples per cell" in out
+    assert out.count(": completed, 60 answers") == 6
+    assert "60 runs" in out
+    assert "admitted: 3.000000 reserved of the balance 82.000000, 79.000000 available" in out
+    assert "completed  60/60 completed, 0 failed, 60 charged" in out
     assert "Results (simulated engines)" in out
-    assert "visibility" in out
-    assert "partner balance now 98.500000 (0.000000 still reserved)" in out
+    assert "2–2 asks per cell; 95% intervals: bootstrap over questions" in out
+    assert re.search(r"visibility +\d+% \[\d+%–\d+%\] of answers mention the org", out)
+    assert "partner balance now 79.000000 (0.000000 still reserved)" in out
+    assert "visibility, last 7 days (95% interval; cells / answers)" in out
+    trend = re.findall(r"^  \d{4}-\d{2}-\d{2} +\d+% +\[\d+%–\d+%\]  30 / 60$", out, re.M)
+    assert len(trend) == 7, out
+    assert "last 3 days against the 3 before:" in out
 
 
 def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:
@@ -111,12 +120,22 @@ def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:
         if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
     }
     engines = "openai,azure_openai,anthropic,brightdata_chatgpt,brightdata_perplexity,linkup"
-    args = ("--questions", "1", "--locations", "US", "--engines", engines, "--emulator")
+    args = (
+        "--questions",
+        "1",
+        "--locations",
+        "US",
+        "--engines",
+        engines,
+        "--emulator",
+        "--backfill-days",
+        "0",
+    )
     result = senso("demo", *args, env=env, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "engines: real clients against the engine emulator" in out
-    assert "completed   6/6 completed, 0 failed, 6 charged" in out
+    assert "completed  12/12 completed, 0 failed, 12 charged" in out
     assert "Results (real engine clients, answers from the engine emulator)" in out
     for engine in engines.split(","):
         assert f"\n  {engine} " in out, engine

@@ -70,7 +70,7 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
     assert run["mention"] is not None
     summary = results["summary"]
     assert summary["completed_runs"] == 30
-    assert 0 < summary["visibility"] <= 1
+    assert 0 < summary["visibility"]["value"] <= 1
     assert set(results["by_engine"]) == {"openai", "anthropic", "brightdata_perplexity"}
     assert set(results["by_location"]) == {"US", "GB"}
     assert sum(p["completed_runs"] for p in results["by_engine"].values()) == 30

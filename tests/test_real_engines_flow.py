@@ -102,7 +102,7 @@ async def test_every_engine_answers_through_its_own_protocol(
     assert {Decimal(r["cost"]) for r in by_engine["linkup"]} == {Decimal("0.005")}
     assert {Decimal(r["cost"]) for r in by_engine["brightdata_chatgpt"]} == {Decimal("0.0015")}
     assert all(Decimal(r["cost"]) > 0 for r in by_engine["openai"] + by_engine["anthropic"])
-    assert results["summary"]["visibility"] > 0, "the emulated answers name the org"
+    assert results["summary"]["visibility"]["value"] > 0, "the emulated answers name the org"
 
     calls = {provider: emulator.state.logged(provider) for provider in ("openai", "linkup")}
     assert len(calls["openai"]) == 4

@@ -32,7 +32,7 @@ from app.db.models import EvaluationBatch, QuestionRun
 from app.evaluations.jobs import evaluate_org_kind
 from app.jobs import JobControl, JobKind
 from app.logging import JsonFormatter
-from app.queue.messages import EvaluateOrg, Message
+from app.queue.messages import EvaluateOrg
 from app.settings import Settings
 from devtools.emulator.config import EmulatorConfig
 from devtools.emulator.routing import CLIENT_WENT_AWAY
@@ -60,14 +60,14 @@ from tests.worker_support import (
 )
 from worker.runtime import Worker
 
-Handler = Callable[[AppContext, Message, JobControl], Coroutine[Any, Any, None]]
+Handler = Callable[[AppContext, EvaluateOrg, JobControl], Coroutine[Any, Any, None]]
 
 
 @dataclass
 class Calls:
     """What a test handler saw."""
 
-    jobs: list[Message] = field(default_factory=list)
+    jobs: list[EvaluateOrg] = field(default_factory=list)
     running: int = 0
     max_running: int = 0
     finished: int = 0
@@ -79,20 +79,20 @@ def job_kind(
     *,
     max_attempts: int = 3,
     timeout: float = 600,
-    exhausted: list[tuple[Message, str]] | None = None,
-) -> JobKind[Message]:
+    exhausted: list[tuple[EvaluateOrg, str]] | None = None,
+) -> JobKind[EvaluateOrg]:
     """A job kind whose failures are counted here, per batch id."""
     failures: Counter[uuid.UUID] = Counter()
 
-    async def record_failure(context: AppContext, job: Message, error: str) -> int:
+    async def record_failure(context: AppContext, job: EvaluateOrg, error: str) -> int:
         failures[job.batch_id] += 1
         return failures[job.batch_id]
 
-    async def on_exhausted(context: AppContext, job: Message, error: str) -> None:
+    async def on_exhausted(context: AppContext, job: EvaluateOrg, error: str) -> None:
         assert exhausted is not None, f"on_exhausted must not run: {error}"
         exhausted.append((job, error))
 
-    async def keep(context: AppContext, job: Message) -> bool:
+    async def keep(context: AppContext, job: EvaluateOrg) -> bool:
         return True
 
     async def nothing(context: AppContext) -> None:
@@ -113,7 +113,7 @@ def job_kind(
 def gated(calls: Calls, gate: asyncio.Event) -> Handler:
     """A handler that runs until the test opens the gate."""
 
-    async def handle(context: AppContext, job: Message, control: JobControl) -> None:
+    async def handle(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
         calls.jobs.append(job)
         calls.running += 1
         calls.max_running = max(calls.max_running, calls.running)
@@ -154,9 +154,9 @@ async def job_failures(context: AppContext, batch_id: str) -> int:
 async def test_a_failure_backs_off_through_visibility_then_the_job_succeeds(
     postgres_url: str, queue_url: str, sqs_endpoint: str, sqs: SQSClient
 ) -> None:
-    attempts: list[Message] = []
+    attempts: list[EvaluateOrg] = []
 
-    async def flaky(context: AppContext, job: Message, control: JobControl) -> None:
+    async def flaky(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
         attempts.append(job)
         if len(attempts) <= 2:
             raise RuntimeError(f"transient failure {len(attempts)}")
@@ -200,10 +200,10 @@ async def test_a_failure_backs_off_through_visibility_then_the_job_succeeds(
 async def test_exhausted_attempts_call_on_exhausted_once_and_delete_the_message(
     postgres_url: str, queue_url: str, sqs_endpoint: str, sqs: SQSClient
 ) -> None:
-    exhausted: list[tuple[Message, str]] = []
-    attempts: list[Message] = []
+    exhausted: list[tuple[EvaluateOrg, str]] = []
+    attempts: list[EvaluateOrg] = []
 
-    async def broken(context: AppContext, job: Message, control: JobControl) -> None:
+    async def broken(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
         attempts.append(job)
         raise ValueError(f"boom {len(attempts)}")
 
@@ -236,7 +236,7 @@ async def test_exhausted_real_job_marks_the_batch_failed_counting_failures_on_th
 ) -> None:
     partner_id = await create_partner(api, balance="10.00", price="0.05")
     setup = await create_org(api, partner_id, questions=1, engines=("openai",), locations=("US",))
-    attempts: list[Message] = []
+    attempts: list[EvaluateOrg] = []
 
     async def broken(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
         attempts.append(job)
@@ -293,9 +293,9 @@ def captured() -> Any:
 async def test_job_failure_log_lines_carry_org_batch_and_message_ids(
     postgres_url: str, queue_url: str, sqs_endpoint: str, captured: CapturedLines
 ) -> None:
-    exhausted: list[tuple[Message, str]] = []
+    exhausted: list[tuple[EvaluateOrg, str]] = []
 
-    async def broken(context: AppContext, job: Message, control: JobControl) -> None:
+    async def broken(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
         raise RuntimeError("transient failure")
 
     async with recording_context(

@@ -27,6 +27,7 @@ class EngineRequest:
     location: str  # ISO 3166-1 alpha-2, upper case
     brand: BrandContext
     attempt: int = 1
+    sample: int = 1  # which ask of its cell: repeated asks of one question may differ
 
 
 @dataclass(frozen=True, slots=True)

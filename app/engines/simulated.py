@@ -245,7 +245,9 @@ class SimulatedEngine:
 
     async def ask(self, request: EngineRequest) -> EngineAnswer:
         started = time.perf_counter()
-        seed = _digest("answer", request.question, self.engine_id, request.location)
+        # A repeated ask draws its own answer, as a real engine's would differ.
+        repeat = () if request.sample == 1 else (str(request.sample),)
+        seed = _digest("answer", request.question, self.engine_id, request.location, *repeat)
         rng = random.Random(seed)
         await asyncio.sleep(_jittered_seconds(self._latency_ms, rng))
         if _draw_failure(request, self.engine_id) < self._failure_rate:

@@ -45,18 +45,19 @@ async def lock_batch(session: AsyncSession, batch_id: uuid.UUID) -> EvaluationBa
     )
 
 
-async def uncharged_runs(session: AsyncSession, batch_id: uuid.UUID) -> int:
-    """Runs that may still be charged: not yet charged, and neither failed nor cancelled."""
-    count = await session.scalar(
-        select(func.count())
-        .select_from(QuestionRun)
-        .where(
-            QuestionRun.batch_id == batch_id,
-            QuestionRun.charged_at.is_(None),
-            QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPLETED]),
+async def uncharged_runs(session: AsyncSession, batch: EvaluationBatch) -> int:
+    """Runs that may still be charged: not yet charged, neither failed nor cancelled — and the
+    adaptive asks the batch may still add (up to `max_runs`)."""
+    chargeable = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPLETED])
+    uncharged, created = (
+        await session.execute(
+            select(
+                func.count().filter(chargeable, QuestionRun.charged_at.is_(None)),
+                func.count(),
+            ).where(QuestionRun.batch_id == batch.id)
         )
-    )
-    return count or 0
+    ).one()
+    return int(uncharged) + max(0, batch.max_runs - int(created))
 
 
 def require_available(partner: Partner, runs: int, price: Decimal, held: Decimal) -> Decimal:

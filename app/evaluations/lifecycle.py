@@ -19,6 +19,7 @@ from app.db.models import BatchStatus, EvaluationBatch, Org, QuestionRun, RunSta
 from app.errors import ConflictError
 from app.evaluations.billing import charge_completed_runs, lock_batch, lock_partner, release_all
 from app.evaluations.runs import in_flight
+from app.evaluations.summaries import store_summary
 
 LIVE = (BatchStatus.PENDING, BatchStatus.RUNNING)
 MAX_BATCH_ERROR = 500
@@ -62,6 +63,8 @@ async def finish_batch(
     batch.status = status
     batch.error = error[:MAX_BATCH_ERROR] if error else None
     batch.completed_at = now
+    # What its results serve from now on, and the cells its trends read, in the same commit.
+    await store_summary(session, batch, now)
     record_audit(
         session,
         actor=actor,

@@ -31,14 +31,14 @@ from app.db.models import (
     RunMention,
     RunStatus,
 )
-from app.db.upsert import rows_affected
+from app.db.upsert import insert_ignoring_conflicts, rows_affected
 from app.engines.backoff import backoff_seconds
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
 from app.engines.guard import invalid_answer_reason
 from app.errors import InvalidInputError, describe_error
 from app.evaluations.billing import lock_batch, lock_partner, release_run_share
-from app.evaluations.runs import in_flight
-from app.extraction import Extraction, OrgProfile, extract
+from app.evaluations.runs import RUN_KEY, in_flight
+from app.extraction import EXTRACTION_VERSION, Extraction, OrgProfile, extract
 from app.jobs import JobControl, JobInterruptedError
 from app.loops import LoopGaveUpError, LoopPolicy, LoopService
 
@@ -66,6 +66,7 @@ class ClaimedRun:
     engine_id: str
     location: str
     earlier_cost: Decimal | None  # billed to us by earlier claims (a rejected answer, a resume)
+    sample: int
 
     def cost_with(self, cost: Decimal) -> Decimal:
         return (self.earlier_cost or Decimal(0)) + cost
@@ -79,6 +80,7 @@ class MatrixRunner:
         partner_id: uuid.UUID,
         subject: Subject,
         control: JobControl,
+        max_samples: int | None = None,
     ) -> None:
         self._context = context
         self._settings = context.settings
@@ -87,6 +89,7 @@ class MatrixRunner:
         self._partner_id = partner_id
         self._subject = subject
         self._control = control
+        self._max_samples = max_samples
         self._worker_id = control.worker_id
         self._executing: dict[uuid.UUID, asyncio.Task[None]] = {}
 
@@ -100,6 +103,8 @@ class MatrixRunner:
                 engines = await self._claimable_engines()
                 if engines:
                     await self._work(engines)
+                    continue
+                if await self._ask_again():
                     continue
                 if await self._all_ended():
                     return
@@ -200,6 +205,7 @@ class MatrixRunner:
                         QuestionRun.engine_id,
                         QuestionRun.location,
                         QuestionRun.cost,
+                        QuestionRun.sample,
                     )
                 )
             ).first()
@@ -225,7 +231,9 @@ class MatrixRunner:
             return
         max_attempts = self._settings.run_max_attempts
         for attempt in range(1, max_attempts + 1):
-            request = EngineRequest(run.question, run.location, self._subject.brand, attempt)
+            request = EngineRequest(
+                run.question, run.location, self._subject.brand, attempt, sample=run.sample
+            )
             try:
                 answer = await engine.ask(request)
             except EngineError as exc:
@@ -258,7 +266,7 @@ class MatrixRunner:
             subject.brand.competitors,
         )
         outcome = await self._analyse(run, answer)
-        rows = _result_rows(run.id, extraction, outcome, subject)
+        rows = result_rows(run.id, extraction, outcome, subject)
         async with self._context.sessions() as session:
             if not await self._store_answer(session, run, answer, outcome, calls):
                 await session.rollback()
@@ -309,6 +317,8 @@ class MatrixRunner:
                 attempts=_with_retries(calls),
                 latency_ms=answer.latency_ms,
                 simulated=answer.simulated,
+                analysed=outcome is not None and outcome.analysis is not None,
+                extraction_version=EXTRACTION_VERSION,
                 error=None,
                 completed_at=self._clock.now(),
                 lease_expires_at=None,
@@ -374,6 +384,100 @@ class MatrixRunner:
                 .order_by(QuestionRun.engine_id)
             )
             return list(engines)
+
+    async def _ask_again(self) -> int:
+        """Adaptive sampling: one more ask of every cell whose answers disagree — some show
+        the org, some do not — and that has fewer than `max_samples` asks. Returns the runs
+        added. Decided once all of a cell's asks have ended; the unique key settles two workers
+        adding the same ask."""
+        if self._max_samples is None:
+            return 0
+        shown = and_(
+            QuestionRun.status == RunStatus.COMPLETED,
+            QuestionRun.surface_present.is_(True),
+            RunMention.mentioned.is_(True),
+            RunMention.negated.is_(False),
+        )
+        not_shown = and_(
+            QuestionRun.status == RunStatus.COMPLETED,
+            QuestionRun.surface_present.is_(True),
+            not_(and_(RunMention.mentioned.is_(True), RunMention.negated.is_(False))),
+        )
+        unfinished = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING])
+        async with self._context.sessions() as session:
+            live = await session.scalar(
+                select(EvaluationBatch.id)
+                .where(
+                    EvaluationBatch.id == self._batch_id,
+                    EvaluationBatch.status == BatchStatus.RUNNING,
+                    EvaluationBatch.cancel_requested_at.is_(None),
+                )
+                .with_for_update()
+            )
+            if live is None:
+                await session.rollback()
+                return 0
+            disagreeing = (
+                await session.execute(
+                    select(
+                        QuestionRun.question_id,
+                        QuestionRun.question_text,
+                        QuestionRun.engine_id,
+                        QuestionRun.location,
+                        func.max(QuestionRun.sample),
+                    )
+                    .outerjoin(RunMention, RunMention.run_id == QuestionRun.id)
+                    .where(QuestionRun.batch_id == self._batch_id)
+                    .group_by(
+                        QuestionRun.question_id,
+                        QuestionRun.question_text,
+                        QuestionRun.engine_id,
+                        QuestionRun.location,
+                    )
+                    .having(
+                        func.count().filter(unfinished) == 0,
+                        func.count().filter(shown) > 0,
+                        func.count().filter(not_shown) > 0,
+                        func.max(QuestionRun.sample) < self._max_samples,
+                    )
+                )
+            ).all()
+            if not disagreeing:
+                await session.rollback()
+                return 0
+            now = self._clock.now()
+            added = await session.execute(
+                insert_ignoring_conflicts(session, QuestionRun, RUN_KEY)
+                .values(
+                    [
+                        {
+                            "id": uuid.uuid4(),
+                            "batch_id": self._batch_id,
+                            "question_id": question_id,
+                            "question_text": text,
+                            "engine_id": engine_id,
+                            "location": location,
+                            "sample": last + 1,
+                            "status": RunStatus.PENDING,
+                            "attempts": 0,
+                            "simulated": False,
+                            "created_at": now,
+                        }
+                        for question_id, text, engine_id, location, last in disagreeing
+                    ]
+                )
+                .returning(QuestionRun.id)
+            )
+            count = len(added.all())
+            await session.execute(
+                update(EvaluationBatch)
+                .where(EvaluationBatch.id == self._batch_id)
+                .values(total_runs=EvaluationBatch.total_runs + count)
+            )
+            await session.commit()
+        if count:
+            logger.info("cells whose answers disagree asked again", extra={"runs": count})
+        return count
 
     async def _all_ended(self) -> bool:
         """No run is left to ask — or, for a batch being cancelled, none is in flight with
@@ -506,7 +610,7 @@ def _with_retries(calls: int) -> ColumnElement[int]:
     return QuestionRun.attempts + (calls - 1)
 
 
-def _result_rows(
+def result_rows(
     run_id: uuid.UUID,
     extraction: Extraction,
     outcome: AnalysisOutcome | None,

@@ -78,7 +78,9 @@ async def _evaluate(context: AppContext, batch_id: uuid.UUID, control: JobContro
                 await start_batch(context, batch_id)
             async with recorded_step(context, batch_id, "run_question_matrix"):
                 subject = await load_subject(context, org)
-                runner = MatrixRunner(context, batch_id, org.partner_id, subject, control)
+                runner = MatrixRunner(
+                    context, batch_id, org.partner_id, subject, control, batch.max_samples
+                )
                 await runner.run()
         if await _cancel_requested(context, batch_id):
             await cancel_batch(context, batch_id)
@@ -110,7 +112,7 @@ async def check_balance(context: AppContext, batch_id: uuid.UUID, partner_id: uu
     async with context.sessions() as session:
         partner = await lock_partner(session, partner_id)
         batch = await lock_batch(session, batch_id)
-        runs = await uncharged_runs(session, batch_id)
+        runs = await uncharged_runs(session, batch)
         if batch.reserved_amount >= batch.price_per_run * runs:
             await session.rollback()
             return

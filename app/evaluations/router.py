@@ -1,19 +1,29 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from app.api.deps import Context, CurrentPrincipal, Session
-from app.evaluations import results, service
+from app.evaluations import exports, rescore, results, service, trends
+from app.evaluations.metrics import TREND_METRICS, Metric
 from app.evaluations.schemas import (
     BatchListItem,
     BatchRead,
+    ChangesRead,
     EvaluationAccepted,
     EvaluationTrigger,
+    RescoreCreate,
+    RescoreRead,
     ResultsRead,
+    TrendRead,
 )
+from app.evaluations.trends import Granularity
+from app.orgs.service import get_org
 from app.pagination import Page, PageParams, page_params
 
 router = APIRouter(tags=["evaluations"])
@@ -92,3 +102,126 @@ async def list_batches(
 ) -> Page[BatchListItem]:
     """The org's batches, newest first."""
     return await service.list_batches(session, principal, org_id, page)
+
+
+@router.get("/batches/{batch_id}/results.csv", response_class=StreamingResponse)
+async def export_results(
+    batch_id: uuid.UUID, session: Session, principal: CurrentPrincipal, context: Context
+) -> StreamingResponse:
+    """One row per run, in the order of the JSON results; lists joined by `; `."""
+    batch = await service.get_batch(session, principal, batch_id)
+    return _csv(exports.run_rows(context.sessions, batch.id), f"batch-{batch.id}-results.csv")
+
+
+TrendMetric = Annotated[Metric, Query(description="What to follow")]
+From = Annotated[date | None, Query(alias="from", description="First day (default: a period)")]
+To = Annotated[date | None, Query(alias="to", description="Last day (default: today, UTC)")]
+EngineFilter = Annotated[str | None, Query(max_length=64, description="Only this engine")]
+LocationFilter = Annotated[
+    str | None, Query(min_length=2, max_length=2, description="Only this country")
+]
+
+
+@router.get("/orgs/{org_id}/trends")
+async def get_trend(
+    org_id: uuid.UUID,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
+    metric: TrendMetric,
+    date_from: From = None,
+    date_to: To = None,
+    granularity: Granularity = Granularity.DAY,
+    engine: EngineFilter = None,
+    location: LocationFilter = None,
+) -> TrendRead:
+    """One point per day or ISO week in range, from the org's completed batches: value, 95%
+    interval, cells and answers (value null where nothing was measured)."""
+    org = await get_org(session, principal, org_id)
+    start, end = trends.trend_range(context.clock.today(), date_from, date_to, granularity)
+    return await trends.trend(
+        session, org.id, metric, start, end, granularity, engine, _country(location)
+    )
+
+
+@router.get("/orgs/{org_id}/trends.csv", response_class=StreamingResponse)
+async def export_trends(
+    org_id: uuid.UUID,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
+    metric: Annotated[
+        Metric | None, Query(description="What to follow (default: every metric)")
+    ] = None,
+    date_from: From = None,
+    date_to: To = None,
+    granularity: Granularity = Granularity.DAY,
+    engine: EngineFilter = None,
+    location: LocationFilter = None,
+) -> StreamingResponse:
+    """The trend points as CSV: one row per metric and period."""
+    org = await get_org(session, principal, org_id)
+    start, end = trends.trend_range(context.clock.today(), date_from, date_to, granularity)
+    computed = [
+        await trends.trend(session, org.id, m, start, end, granularity, engine, _country(location))
+        for m in ([metric] if metric is not None else TREND_METRICS)
+    ]
+    return _csv(exports.trend_rows(computed), f"org-{org.id}-trends.csv")
+
+
+@router.get("/orgs/{org_id}/changes")
+async def get_changes(
+    org_id: uuid.UUID,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
+    window: Annotated[int, Query(ge=1, le=trends.MAX_WINDOW_DAYS, description="Days")] = 7,
+    date_to: To = None,
+) -> ChangesRead:
+    """The last `window` days against the `window` days before: per metric overall, per
+    engine and per country, the difference, its 95% interval and a verdict."""
+    org = await get_org(session, principal, org_id)
+    return await trends.changes(session, org.id, window, date_to or context.clock.today())
+
+
+@router.post(
+    "/orgs/{org_id}/rescore",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"description": "Unknown org"}, 503: {"description": "No job queue"}},
+)
+async def request_rescore(
+    org_id: uuid.UUID,
+    data: RescoreCreate,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
+    response: Response,
+) -> RescoreRead:
+    """Find the facts of the stored answers of the org's batches from `from` to `to` again,
+    with its current names, aliases, domains and competitors: no engine call, no charge."""
+    request = await rescore.request_rescore(
+        session, context.queue, context.clock, principal, org_id, data
+    )
+    response.headers["Location"] = f"/orgs/{org_id}/rescores/{request.id}"
+    return RescoreRead.model_validate(request)
+
+
+@router.get("/orgs/{org_id}/rescores/{rescore_id}")
+async def get_rescore(
+    org_id: uuid.UUID, rescore_id: uuid.UUID, session: Session, principal: CurrentPrincipal
+) -> RescoreRead:
+    return RescoreRead.model_validate(
+        await rescore.get_rescore(session, principal, org_id, rescore_id)
+    )
+
+
+def _country(location: str | None) -> str | None:
+    return location.upper() if location is not None else None
+
+
+def _csv(rows: AsyncIterator[str], filename: str) -> StreamingResponse:
+    return StreamingResponse(
+        rows,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -107,10 +107,20 @@ class RunRead(BaseModel):
     question: str
     engine: str
     location: str
+    sample: int = Field(description="Which ask of its cell this run is (1-based)")
     status: RunStatus
     simulated: bool
     answer: str | None
     model: str | None
+    surface: str | None = Field(description="api, scraped_ui or serp")
+    searched: bool | None = Field(
+        description="Whether the engine searched the web; null when the provider does not say"
+    )
+    search_queries: list[str] | None
+    surface_present: bool = Field(
+        description="False for a results page that showed no AI surface (no AI Overview)"
+    )
+    extraction_version: int | None
     attempts: int
     latency_ms: int | None
     cost: MoneyOut | None
@@ -126,43 +136,116 @@ class RankedName(BaseModel):
     runs: int = Field(description="Completed runs whose answer names it")
 
 
+class EstimateRead(BaseModel):
+    """A metric over cells: the mean of each (question, engine, country) cell's mean."""
+
+    value: float | None
+    interval: tuple[float, float] | None = Field(
+        description="95% interval [low, high]: percentile bootstrap over questions"
+    )
+    interval_note: str | None = Field(description="Why there is no interval, when there is none")
+    cells: int = Field(description="Cells with at least one answer that defines the metric")
+    answers: int = Field(description="Answers behind the value")
+    questions: int
+
+
+class ShareOfVoiceEstimate(EstimateRead):
+    denominator: str = Field(description="What the org's mentions are compared against")
+
+
+class ShareOfVoiceRead(BaseModel):
+    tracked: ShareOfVoiceEstimate = Field(
+        description="Against the org's configured competitors; null when it has none"
+    )
+    all: ShareOfVoiceEstimate = Field(description="Against every brand the answers named")
+
+
 class SentimentRead(BaseModel):
     positive: int
     neutral: int
     negative: int
-    score: float | None = Field(
-        description="(positive − negative) ÷ answers with a sentiment, from −1 to 1"
+    score: EstimateRead = Field(
+        description="Per answer mentioning the org: positive 1, neutral 0, negative −1"
     )
 
 
 class SummaryRead(BaseModel):
     completed_runs: int
-    failed_runs: int
-    visibility: float | None = Field(
-        description="Share of completed runs mentioning the org (negated mentions excluded)"
+    failed_runs: int = Field(description="Runs that failed, rejected answers included")
+    rejected_runs: int = Field(description="Answers the answer guard refused")
+    visibility: EstimateRead = Field(
+        description="Share of answers mentioning the org (negated mentions excluded)"
     )
-    share_of_voice: float | None = Field(
-        description="Runs mentioning the org ÷ runs mentioning each tracked brand, summed over "
-        "the org and its configured competitors (every competitor named, when none is set)"
-    )
-    average_list_position: float | None = Field(
+    share_of_voice: ShareOfVoiceRead
+    average_position: EstimateRead = Field(
         description="Mean rank when the org is listed (negated mentions excluded)"
     )
-    citation_rate: float | None = Field(
-        description="Share of completed runs with citations that cite its domains"
+    citation_rate: EstimateRead = Field(
+        description="Share of answers with citations that cite the org's domains"
     )
-    sentiment: SentimentRead = Field(description="Tone of the runs mentioning the org")
+    citation_rate_searched: EstimateRead = Field(
+        description="Share of answers that searched the web and cite the org's domains"
+    )
+    searched_share: EstimateRead = Field(
+        description="Share of answers whose engine says it searched the web"
+    )
+    ai_overview_presence: EstimateRead = Field(
+        description="Share of results pages (serp surface) that showed an AI Overview"
+    )
+    sentiment: SentimentRead = Field(description="Tone of the answers mentioning the org")
     top_competitors: list[RankedName]
     top_cited_domains: list[RankedName]
 
 
-class ResultsRead(BaseModel):
-    batch_id: uuid.UUID
-    status: BatchStatus
+class EngineModels(BaseModel):
+    engine: str
+    models: list[str] = Field(description="The models the engine reported answering with")
+
+
+class SamplesPerCell(BaseModel):
+    min: int
+    mean: float
+    max: int
+
+
+class AnswerCounts(BaseModel):
+    completed: int
+    failed: int
+    rejected: int
+
+
+class MethodologyRead(BaseModel):
+    questions: int
+    engines: list[EngineModels]
+    countries: list[str]
+    samples_per_cell: SamplesPerCell | None = Field(description="Asks of each cell")
+    answers: AnswerCounts
+    llm_analysis: bool = Field(description="Whether the LLM answer analysis judged answers")
+    interval_method: str
+    extraction_version: int | None = Field(
+        description="The extraction rules' version the facts were scored with (the oldest, "
+        "when batches scored with different versions are pooled)"
+    )
+    extraction_versions: list[int]
+
+
+class BatchSummary(BaseModel):
+    """What a batch adds up to: stored when it completes, recomputed on re-scoring."""
+
     simulated: bool
     summary: SummaryRead
     by_engine: dict[str, SummaryRead]
     by_location: dict[str, SummaryRead]
+    methodology: MethodologyRead
+
+
+class ResultsRead(BatchSummary):
+    batch_id: uuid.UUID
+    status: BatchStatus
+    summarised_at: datetime | None = Field(
+        description="When the stored summary was computed; null while the batch is live "
+        "(the summary is then computed on each read)"
+    )
     runs: list[RunRead]
     total: int
     limit: int
@@ -179,3 +262,82 @@ class BatchListItem(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     error: str | None
+
+
+class Period(BaseModel):
+    start: date
+    end: date
+
+
+class TrendPoint(EstimateRead):
+    period: Period
+
+
+class TrendRead(BaseModel):
+    org_id: uuid.UUID
+    metric: str
+    granularity: str
+    engine: str | None
+    location: str | None
+    start: date
+    end: date
+    points: list[TrendPoint] = Field(
+        description="One per period in range; value null where no completed batch measured it"
+    )
+    methodology: MethodologyRead
+
+
+class ChangeRead(BaseModel):
+    current: float | None = Field(description="The metric over the last window")
+    previous: float | None = Field(description="The metric over the window before")
+    difference: float | None = Field(description="current − previous")
+    interval: tuple[float, float] | None = Field(
+        description="95% interval of the difference (bootstrap over questions)"
+    )
+    interval_note: str | None
+    verdict: str = Field(
+        description="up / down only when the interval, adjusted for every comparison reported "
+        "(Bonferroni), excludes 0; otherwise within_noise"
+    )
+    current_cells: int
+    previous_cells: int
+
+
+class MetricChanges(BaseModel):
+    overall: ChangeRead
+    by_engine: dict[str, ChangeRead]
+    by_location: dict[str, ChangeRead]
+
+
+class ChangesRead(BaseModel):
+    org_id: uuid.UUID
+    window: int = Field(description="Days in each window")
+    current: Period
+    previous: Period
+    comparisons: int = Field(description="Comparisons reported: the Bonferroni family")
+    method: str
+    metrics: dict[str, MetricChanges]
+
+
+class RescoreCreate(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    date_from: date = Field(alias="from")
+    date_to: date = Field(alias="to")
+
+
+class RescoreRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    date_from: date = Field(serialization_alias="from")
+    date_to: date = Field(serialization_alias="to")
+    status: str
+    requested_by: str
+    batches: int = Field(description="Batches re-scored so far")
+    runs: int = Field(description="Answers re-scored so far")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None

@@ -28,7 +28,7 @@ from app.db.upsert import insert_ignoring_conflicts
 from app.errors import ConflictError, NotFoundError
 from app.evaluations.billing import admit, lock_batch, lock_partner, money_sum, uncharged_runs
 from app.evaluations.lifecycle import request_cancel
-from app.evaluations.runs import status_counts
+from app.evaluations.runs import RUN_KEY, SamplePlan, status_counts
 from app.evaluations.schemas import (
     BatchListItem,
     BatchRead,
@@ -108,13 +108,14 @@ async def get_or_create_today_batch(
         return await _resume(session, batch, partner, actor)
 
     matrix = await load_matrix(session, org.id)
-    if matrix.size == 0:
+    if matrix.cells == 0:
         raise ConflictError(
             f"org {org.id} has no {' and no '.join(matrix.missing_axes())} to evaluate",
             code="empty_matrix",
         )
     batch_id = uuid.uuid4()
     now = clock.now()
+    plan = SamplePlan(org.samples, org.max_samples)
     created = await session.execute(
         insert_ignoring_conflicts(session, EvaluationBatch, ["org_id", "batch_date"])
         .values(
@@ -122,7 +123,11 @@ async def get_or_create_today_batch(
             org_id=org.id,
             batch_date=batch_date,
             status=BatchStatus.PENDING,
-            total_runs=matrix.size,
+            total_runs=matrix.cells * plan.samples,
+            cells=matrix.cells,
+            samples=plan.samples,
+            max_samples=org.max_samples,
+            max_runs=matrix.cells * plan.most,
             triggered_by=trigger.triggered_by,
             user_id=trigger.user_id,
             price_per_run=partner.price_per_run,
@@ -143,8 +148,9 @@ async def get_or_create_today_batch(
             raise RuntimeError("today's batch vanished after a conflicting insert")
         return TriggerOutcome(existing, is_existing=True, enqueue=False)
     batch = await lock_batch(session, batch_id)
-    await admit(session, partner, batch, matrix.size)
-    await _insert_runs(session, batch_id, matrix, now)
+    # Reserved for the most runs the batch may reach: adaptive asks included.
+    await admit(session, partner, batch, batch.max_runs)
+    await _insert_runs(session, batch_id, matrix, plan.samples, now)
     record_audit(
         session,
         actor=actor,
@@ -153,7 +159,10 @@ async def get_or_create_today_batch(
         resource_id=batch_id,
         details={
             "org_id": str(org.id),
-            "total_runs": matrix.size,
+            "total_runs": batch.total_runs,
+            "cells": matrix.cells,
+            "samples": plan.samples,
+            "max_samples": org.max_samples,
             "reserved": str(batch.reserved_amount),
             **trigger.model_dump(),
         },
@@ -172,7 +181,7 @@ async def _batch_for_day(
 
 
 async def _insert_runs(
-    session: AsyncSession, batch_id: uuid.UUID, matrix: Matrix, now: datetime
+    session: AsyncSession, batch_id: uuid.UUID, matrix: Matrix, samples: int, now: datetime
 ) -> None:
     rows = [
         {
@@ -182,6 +191,7 @@ async def _insert_runs(
             "question_text": question.text,
             "engine_id": engine_id,
             "location": location,
+            "sample": sample,
             "status": RunStatus.PENDING,
             "attempts": 0,
             "simulated": False,
@@ -190,13 +200,9 @@ async def _insert_runs(
         for question in matrix.questions
         for engine_id in matrix.engines
         for location in matrix.locations
+        for sample in range(1, samples + 1)
     ]
-    await session.execute(
-        insert_ignoring_conflicts(
-            session, QuestionRun, ["batch_id", "question_id", "engine_id", "location"]
-        ),
-        rows,
-    )
+    await session.execute(insert_ignoring_conflicts(session, QuestionRun, RUN_KEY), rows)
 
 
 async def _resume(
@@ -214,7 +220,7 @@ async def _resume(
         .where(QuestionRun.batch_id == batch.id, QuestionRun.status == RunStatus.FAILED)
         .values(status=RunStatus.PENDING, error=None, claimed_by=None, lease_expires_at=None)
     )
-    await admit(session, partner, batch, await uncharged_runs(session, batch.id))
+    await admit(session, partner, batch, await uncharged_runs(session, batch))
     await session.execute(
         update(EvaluationBatch)
         .where(EvaluationBatch.id == batch.id)

@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from app.countries import normalise_country
 from app.schemas import Name, Text
@@ -30,6 +30,29 @@ Domain = Annotated[str, Field(max_length=300), AfterValidator(_domain)]
 Country = Annotated[str, AfterValidator(normalise_country)]
 Names = Annotated[list[Name], Field(max_length=100), AfterValidator(_unique)]
 Domains = Annotated[list[Domain], Field(max_length=100), AfterValidator(_unique)]
+MAX_SAMPLES = 10
+Samples = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Asks of each (question, engine, country) cell per batch",
+    ),
+]
+MaxSamples = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_SAMPLES,
+        description="When set, a cell whose answers disagree (some mention the org, some do "
+        "not) gets further asks, one at a time, up to this many",
+    ),
+]
+
+
+def _check_samples(samples: int | None, max_samples: int | None) -> None:
+    if samples is not None and max_samples is not None and max_samples < samples:
+        raise ValueError(f"max_samples ({max_samples}) must be at least samples ({samples})")
 
 
 class OrgCreate(BaseModel):
@@ -43,6 +66,13 @@ class OrgCreate(BaseModel):
         default_factory=list, description="Tracked competitor brands, matched in every answer"
     )
     active: bool = True
+    samples: Samples = 1
+    max_samples: MaxSamples | None = None
+
+    @model_validator(mode="after")
+    def _samples_fit(self) -> OrgCreate:
+        _check_samples(self.samples, self.max_samples)
+        return self
 
 
 class OrgUpdate(BaseModel):
@@ -51,6 +81,15 @@ class OrgUpdate(BaseModel):
     domains: Domains | None = None
     competitors: Names | None = None
     active: bool | None = None
+    samples: Samples | None = None
+    max_samples: MaxSamples | None = Field(
+        default=None, description="null switches adaptive asks off"
+    )
+
+    @model_validator(mode="after")
+    def _samples_fit(self) -> OrgUpdate:
+        _check_samples(self.samples, self.max_samples)
+        return self
 
 
 class OrgRead(BaseModel):
@@ -63,6 +102,8 @@ class OrgRead(BaseModel):
     domains: list[str]
     competitors: list[str]
     active: bool
+    samples: int
+    max_samples: int | None
     created_at: datetime
     updated_at: datetime
 

@@ -38,7 +38,8 @@ class Matrix:
     locations: Sequence[str]
 
     @property
-    def size(self) -> int:
+    def cells(self) -> int:
+        """(question, engine, country) cells: each is asked `samples` times per batch."""
         return len(self.questions) * len(self.engines) * len(self.locations)
 
     def missing_axes(self) -> list[str]:
@@ -99,6 +100,8 @@ async def create_org(session: AsyncSession, principal: Principal, data: OrgCreat
         domains=data.domains,
         competitors=data.competitors,
         active=data.active,
+        samples=data.samples,
+        max_samples=data.max_samples,
     )
     session.add(org)
     await session.flush()
@@ -145,6 +148,15 @@ async def update_org(
 ) -> Org:
     org = await get_org(session, principal, org_id, for_update=True)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    if "max_samples" in data.model_fields_set and data.max_samples is None:
+        changes["max_samples"] = None  # an explicit null switches adaptive asks off
+    samples = changes.get("samples", org.samples)
+    max_samples = changes.get("max_samples", org.max_samples)
+    if max_samples is not None and max_samples < samples:
+        raise InvalidInputError(
+            f"max_samples ({max_samples}) must be at least samples ({samples})",
+            code="invalid_samples",
+        )
     deactivated = org.active and changes.get("active") is False
     for field, value in changes.items():
         setattr(org, field, value)

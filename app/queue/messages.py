@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -33,8 +33,19 @@ class EvaluateOrg(_Message):
         return {"org_id": self.org_id, "batch_id": self.batch_id}
 
 
-# One member today; new job types join this union and the worker's handler registry.
-Message = EvaluateOrg
+class RescoreOrg(_Message):
+    """Re-score the stored answers of one org's batches in a date range."""
+
+    type: Literal["rescore_org"] = "rescore_org"
+    org_id: uuid.UUID
+    rescore_id: uuid.UUID
+
+    def log_ids(self) -> dict[str, object]:
+        return {"org_id": self.org_id, "rescore_id": self.rescore_id}
+
+
+# New job types join this union and the worker's handler registry.
+Message = Annotated[EvaluateOrg | RescoreOrg, Field(discriminator="type")]
 MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
 

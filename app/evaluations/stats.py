@@ -1,0 +1,215 @@
+"""Estimates over cells with percentile-bootstrap intervals that resample questions.
+
+A metric's estimate is the mean over (question, engine, country) cells of each cell's value (the
+mean of its samples). Answers to one question are not independent — every engine and country
+asked it, and one question can favour the org everywhere — so the bootstrap resamples whole
+questions: each replicate draws as many questions as there are, with replacement, and takes
+the mean over the cells of the questions drawn.
+
+The interval is the *expanded* percentile interval (Hesterberg, 2015): the plain percentile
+interval is too narrow for few questions, so its tail probabilities are taken where a normal
+quantile equals sqrt(n / (n − 1)) · t(n − 1) instead of z; from about 30 questions on it is the
+ordinary 2.5 % / 97.5 % percentile interval. Replicates come from a generator seeded from what
+is measured (the batch, or the trend window), so the same data always gives the same interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
+
+import numpy as np
+
+REPLICATES = 2000
+CONFIDENCE = 0.95
+MIN_QUESTIONS = 3
+METHOD = (
+    f"percentile bootstrap over questions ({REPLICATES} replicates, expanded for small "
+    f"samples), {CONFIDENCE:.0%} interval, seeded from the batch or trend window"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionSums:
+    """What one question adds to an estimate: the sum of its cells' values and their count."""
+
+    total: float
+    cells: int
+    answers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    value: float | None
+    interval: tuple[float, float] | None
+    note: str | None  # why there is no interval
+    cells: int
+    answers: int
+    questions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    value: float | None
+    interval: tuple[float, float] | None
+    # The interval at the family-wise level a verdict needs (see `verdict`).
+    strict_interval: tuple[float, float] | None
+    note: str | None
+
+
+def seed_of(*parts: object) -> int:
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def by_question(cells: Iterable[tuple[Hashable, float, int]]) -> dict[Hashable, QuestionSums]:
+    """(question, cell value, answers) rows → each question's sums."""
+    totals: dict[Hashable, list[float]] = {}
+    for question, value, answers in cells:
+        entry = totals.setdefault(question, [0.0, 0, 0])
+        entry[0] += value
+        entry[1] += 1
+        entry[2] += answers
+    return {q: QuestionSums(t, int(c), int(a)) for q, (t, c, a) in totals.items()}
+
+
+def estimate(sums: Mapping[Hashable, QuestionSums], seed: int) -> Estimate:
+    cells = sum(s.cells for s in sums.values())
+    answers = sum(s.answers for s in sums.values())
+    n = len(sums)
+    if cells == 0:
+        return Estimate(None, None, "no answers to measure", 0, 0, 0)
+    value = sum(s.total for s in sums.values()) / cells
+    if n < MIN_QUESTIONS:
+        note = f"fewer than {MIN_QUESTIONS} questions with answers ({n}): no interval"
+        return Estimate(_round(value), None, note, cells, answers, n)
+    replicates = _replicates([sums], seed)[0]
+    interval = _percentiles(replicates, n, 1 - CONFIDENCE)
+    return Estimate(_round(value), interval, None, cells, answers, n)
+
+
+def difference(
+    current: Mapping[Hashable, QuestionSums],
+    previous: Mapping[Hashable, QuestionSums],
+    seed: int,
+    family: int,
+) -> Difference:
+    """current − previous, with the questions of both windows resampled together (a question
+    asked in both is one draw), and the interval a verdict is read from: Bonferroni-adjusted
+    for the `family` comparisons reported beside it, so pure noise seldom reads as a change."""
+    if not current or not previous:
+        side = "current" if not current else "previous"
+        return Difference(None, None, None, f"no answers in the {side} window")
+    value = _mean(current) - _mean(previous)
+    questions = set(current) | set(previous)
+    if len(questions) < MIN_QUESTIONS:
+        note = f"fewer than {MIN_QUESTIONS} questions with answers ({len(questions)}): no interval"
+        return Difference(_round(value), None, None, note)
+    now, before = _replicates([current, previous], seed, questions=sorted(questions, key=str))
+    diffs = now - before
+    diffs = diffs[~np.isnan(diffs)]
+    n = len(questions)
+    alpha = 1 - CONFIDENCE
+    return Difference(
+        _round(value),
+        _percentiles(diffs, n, alpha),
+        _percentiles(diffs, n, alpha / max(family, 1)),
+        None,
+    )
+
+
+def verdict(change: Difference) -> str:
+    """up / down only when the family-wise interval excludes 0 — which implies the 95 %
+    interval shown does too."""
+    strict = change.strict_interval
+    if strict is None or change.interval is None:
+        return "within_noise"
+    if strict[0] > 0 and change.interval[0] > 0:
+        return "up"
+    if strict[1] < 0 and change.interval[1] < 0:
+        return "down"
+    return "within_noise"
+
+
+def _mean(sums: Mapping[Hashable, QuestionSums]) -> float:
+    return sum(s.total for s in sums.values()) / sum(s.cells for s in sums.values())
+
+
+def _replicates(
+    samples: list[Mapping[Hashable, QuestionSums]],
+    seed: int,
+    questions: list[Hashable] | None = None,
+) -> list[np.ndarray]:
+    """Bootstrap means of each sample over the same draws of questions (NaN where a draw held
+    no cell of that sample)."""
+    keys = questions if questions is not None else sorted(samples[0], key=str)
+    n = len(keys)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=REPLICATES).astype(np.float64)
+    out = []
+    for sums in samples:
+        totals = np.array([sums[k].total if k in sums else 0.0 for k in keys])
+        cells = np.array([float(sums[k].cells) if k in sums else 0.0 for k in keys])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append((counts @ totals) / (counts @ cells))
+    return out
+
+
+def _percentiles(replicates: np.ndarray, n: int, alpha: float) -> tuple[float, float] | None:
+    finite = replicates[~np.isnan(replicates)]
+    if finite.size == 0:
+        return None
+    tail = _expanded_tail(n, alpha)
+    low, high = np.quantile(finite, [tail, 1 - tail])
+    return _round(float(low)), _round(float(high))
+
+
+@lru_cache(maxsize=4096)
+def _expanded_tail(n: int, alpha: float) -> float:
+    """The tail probability whose normal quantile is sqrt(n/(n−1)) · t_{n−1}(1 − alpha/2)."""
+    z = math.sqrt(n / (n - 1)) * t_quantile(1 - alpha / 2, n - 1)
+    return NormalDist().cdf(-z)
+
+
+@lru_cache(maxsize=4096)
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile for p in (0.5, 1), by bisection on the exact CDF."""
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2
+    for _ in range(100):
+        mid = (low + high) / 2
+        if t_cdf(mid, df) < p:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def t_cdf(t: float, df: int) -> float:
+    """P(T ≤ t) for t ≥ 0 and integer degrees of freedom (Abramowitz & Stegun 26.7.3–4)."""
+    theta = math.atan(t / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        term, series = math.cos(theta), 0.0
+        if df > 1:
+            series = term
+            for k in range(3, df - 1, 2):
+                term *= cos2 * (k - 1) / k
+                series += term
+        inside = (2 / math.pi) * (theta + math.sin(theta) * series)
+    else:
+        term, series = 1.0, 1.0
+        for k in range(2, df - 1, 2):
+            term *= cos2 * (k - 1) / k
+            series += term
+        inside = math.sin(theta) * series
+    return 0.5 + inside / 2
+
+
+def _round(value: float) -> float:
+    return round(value, 4)

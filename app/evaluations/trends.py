@@ -1,0 +1,315 @@
+"""Trends and change verdicts, read from the cell rows completed batches stored.
+
+A trend point pools every cell of the period's completed batches (a cell asked on two days of a
+week counts twice) and its interval resamples the questions of the period. A change compares
+the last `window` days with the `window` days before, questions of both windows resampled
+together, and says up or down only when the family-wise interval — Bonferroni over every
+comparison reported beside it — excludes 0.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import BatchStatus, CellMetric, EvaluationBatch
+from app.errors import InvalidInputError
+from app.evaluations import stats
+from app.evaluations.metrics import HEADLINE_METRICS, Metric
+from app.evaluations.schemas import (
+    AnswerCounts,
+    ChangeRead,
+    ChangesRead,
+    EngineModels,
+    MethodologyRead,
+    MetricChanges,
+    Period,
+    SamplesPerCell,
+    TrendPoint,
+    TrendRead,
+)
+from app.evaluations.summaries import estimate_read
+
+MAX_TREND_DAYS = 731
+MAX_WINDOW_DAYS = 90
+DEFAULT_DAYS = {"day": 30, "week": 84}
+
+
+class Granularity(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    question: uuid.UUID
+    engine: str
+    location: str
+    batch_date: date
+    value: float
+    answers: int
+
+
+async def _cells(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    metrics: Sequence[Metric],
+    start: date,
+    end: date,
+    engine: str | None = None,
+    location: str | None = None,
+) -> dict[Metric, list[_Cell]]:
+    query = (
+        select(
+            CellMetric.metric,
+            CellMetric.question_id,
+            CellMetric.engine_id,
+            CellMetric.location,
+            CellMetric.batch_date,
+            CellMetric.value,
+            CellMetric.answers,
+        )
+        .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
+        .where(
+            CellMetric.org_id == org_id,
+            CellMetric.metric.in_([m.value for m in metrics]),
+            CellMetric.batch_date >= start,
+            CellMetric.batch_date <= end,
+            EvaluationBatch.status == BatchStatus.COMPLETED,
+        )
+    )
+    if engine is not None:
+        query = query.where(CellMetric.engine_id == engine)
+    if location is not None:
+        query = query.where(CellMetric.location == location)
+    found: dict[Metric, list[_Cell]] = {m: [] for m in metrics}
+    for row in (await session.execute(query)).all():
+        found[Metric(row.metric)].append(
+            _Cell(
+                row.question_id,
+                row.engine_id,
+                row.location,
+                row.batch_date,
+                row.value,
+                row.answers,
+            )
+        )
+    return found
+
+
+def _sums(cells: Iterable[_Cell]) -> dict[Hashable, stats.QuestionSums]:
+    return stats.by_question((c.question, c.value, c.answers) for c in cells)
+
+
+def _period_start(day: date, granularity: Granularity) -> date:
+    return day if granularity == Granularity.DAY else day - timedelta(days=day.weekday())
+
+
+def _periods(start: date, end: date, granularity: Granularity) -> list[date]:
+    step = timedelta(days=1 if granularity == Granularity.DAY else 7)
+    first, periods = _period_start(start, granularity), []
+    while first <= end:
+        periods.append(first)
+        first += step
+    return periods
+
+
+def trend_range(
+    today: date, date_from: date | None, date_to: date | None, granularity: Granularity
+) -> tuple[date, date]:
+    end = date_to or today
+    start = date_from or end - timedelta(days=DEFAULT_DAYS[granularity] - 1)
+    if start > end:
+        raise InvalidInputError(f"from ({start}) is after to ({end})", code="invalid_range")
+    if (end - start).days + 1 > MAX_TREND_DAYS:
+        raise InvalidInputError(
+            f"a trend spans at most {MAX_TREND_DAYS} days; {start}..{end} is "
+            f"{(end - start).days + 1}",
+            code="invalid_range",
+        )
+    return start, end
+
+
+async def trend(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    metric: Metric,
+    start: date,
+    end: date,
+    granularity: Granularity,
+    engine: str | None,
+    location: str | None,
+) -> TrendRead:
+    cells = (await _cells(session, org_id, [metric], start, end, engine, location))[metric]
+    by_period: defaultdict[date, list[_Cell]] = defaultdict(list)
+    for cell in cells:
+        by_period[_period_start(cell.batch_date, granularity)].append(cell)
+    points = []
+    for period in _periods(start, end, granularity):
+        last = period if granularity == Granularity.DAY else period + timedelta(days=6)
+        seed = stats.seed_of("trend", org_id, metric, engine, location, granularity, period)
+        estimate = stats.estimate(_sums(by_period.get(period, [])), seed)
+        points.append(
+            TrendPoint(
+                period=Period(start=max(period, start), end=min(last, end)),
+                **estimate_read(estimate).model_dump(),
+            )
+        )
+    return TrendRead(
+        org_id=org_id,
+        metric=metric,
+        granularity=granularity,
+        engine=engine,
+        location=location,
+        start=start,
+        end=end,
+        points=points,
+        methodology=await trend_methodology(session, org_id, start, end, engine, location),
+    )
+
+
+async def trend_methodology(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    start: date,
+    end: date,
+    engine: str | None,
+    location: str | None,
+) -> MethodologyRead:
+    """The methodology of the completed batches in range, pooled from what each stored."""
+    stored = await session.scalars(
+        select(EvaluationBatch.summary).where(
+            EvaluationBatch.org_id == org_id,
+            EvaluationBatch.status == BatchStatus.COMPLETED,
+            EvaluationBatch.batch_date >= start,
+            EvaluationBatch.batch_date <= end,
+            EvaluationBatch.summary.is_not(None),
+        )
+    )
+    methods = [MethodologyRead.model_validate(s["methodology"]) for s in stored if s]
+    models: defaultdict[str, set[str]] = defaultdict(set)
+    for m in methods:
+        for e in m.engines:
+            if engine is None or e.engine == engine:
+                models[e.engine].update(e.models)
+    cells = [m.samples_per_cell for m in methods if m.samples_per_cell is not None]
+    versions = sorted({v for m in methods for v in m.extraction_versions})
+    questions = await session.scalar(_question_count(org_id, start, end, engine, location))
+    return MethodologyRead(
+        questions=questions or 0,
+        engines=[EngineModels(engine=e, models=sorted(v)) for e, v in sorted(models.items())],
+        countries=sorted(
+            {c for m in methods for c in m.countries if location is None or c == location}
+        ),
+        samples_per_cell=(
+            SamplesPerCell(
+                min=min(c.min for c in cells),
+                mean=round(sum(c.mean for c in cells) / len(cells), 2),
+                max=max(c.max for c in cells),
+            )
+            if cells
+            else None
+        ),
+        answers=AnswerCounts(
+            completed=sum(m.answers.completed for m in methods),
+            failed=sum(m.answers.failed for m in methods),
+            rejected=sum(m.answers.rejected for m in methods),
+        ),
+        llm_analysis=any(m.llm_analysis for m in methods),
+        interval_method=stats.METHOD,
+        extraction_version=versions[0] if versions else None,
+        extraction_versions=versions,
+    )
+
+
+def _question_count(
+    org_id: uuid.UUID, start: date, end: date, engine: str | None, location: str | None
+) -> Select[int]:
+    query = (
+        select(func.count(func.distinct(CellMetric.question_id)))
+        .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
+        .where(
+            CellMetric.org_id == org_id,
+            CellMetric.batch_date >= start,
+            CellMetric.batch_date <= end,
+            EvaluationBatch.status == BatchStatus.COMPLETED,
+        )
+    )
+    if engine is not None:
+        query = query.where(CellMetric.engine_id == engine)
+    if location is not None:
+        query = query.where(CellMetric.location == location)
+    return query
+
+
+def check_window(window: int) -> None:
+    if not 1 <= window <= MAX_WINDOW_DAYS:
+        raise InvalidInputError(
+            f"window must be 1 to {MAX_WINDOW_DAYS} days, not {window}",
+            code="invalid_window",
+        )
+
+
+async def changes(session: AsyncSession, org_id: uuid.UUID, window: int, end: date) -> ChangesRead:
+    """The last `window` days up to `end` against the `window` days before, per headline
+    metric overall, per engine and per country."""
+    check_window(window)
+    current_start = end - timedelta(days=window - 1)
+    previous_end = current_start - timedelta(days=1)
+    previous_start = previous_end - timedelta(days=window - 1)
+    cells = await _cells(session, org_id, HEADLINE_METRICS, previous_start, end)
+    engines = sorted({c.engine for rows in cells.values() for c in rows})
+    locations = sorted({c.location for rows in cells.values() for c in rows})
+    family = len(HEADLINE_METRICS) * (1 + len(engines) + len(locations))
+
+    def compare(metric: Metric, scope: str, key: str, rows: list[_Cell]) -> ChangeRead:
+        now = [c for c in rows if c.batch_date >= current_start]
+        before = [c for c in rows if c.batch_date <= previous_end]
+        current, previous = _sums(now), _sums(before)
+        seed = stats.seed_of("change", org_id, metric, scope, key, window, end)
+        diff = stats.difference(current, previous, seed, family)
+        return ChangeRead(
+            current=_mean(current),
+            previous=_mean(previous),
+            difference=diff.value,
+            interval=diff.interval,
+            interval_note=diff.note,
+            verdict=stats.verdict(diff),
+            current_cells=len(now),
+            previous_cells=len(before),
+        )
+
+    metrics = {}
+    for metric in HEADLINE_METRICS:
+        rows = cells[metric]
+        metrics[metric.value] = MetricChanges(
+            overall=compare(metric, "all", "", rows),
+            by_engine={
+                e: compare(metric, "engine", e, [c for c in rows if c.engine == e]) for e in engines
+            },
+            by_location={
+                loc: compare(metric, "location", loc, [c for c in rows if c.location == loc])
+                for loc in locations
+            },
+        )
+    return ChangesRead(
+        org_id=org_id,
+        window=window,
+        current=Period(start=current_start, end=end),
+        previous=Period(start=previous_start, end=previous_end),
+        comparisons=family,
+        method=f"{stats.METHOD}; verdicts Bonferroni-adjusted over {family} comparisons",
+        metrics=metrics,
+    )
+
+
+def _mean(sums: dict[Hashable, stats.QuestionSums]) -> float | None:
+    cells = sum(s.cells for s in sums.values())
+    return round(sum(s.total for s in sums.values()) / cells, 4) if cells else None
