@@ -57,6 +57,8 @@ async def test_each_cell_is_asked_samples_times_and_each_ask_charged_once(
     async with run_worker_task(context):
         batch = await wait_for_batch(api, accepted["batch_id"])
     assert batch["status"] == "completed", batch
+    assert (batch["cells"], batch["samples"], batch["max_samples"]) == (12, 3, None)
+    assert batch["max_runs"] == 36
     assert batch["charged_runs"] == batch["completed_runs"] == 36
     assert Decimal(batch["charged_amount"]) == 36 * PRICE
     assert await balance(context, partner_id) == Decimal("10.00") - 36 * PRICE

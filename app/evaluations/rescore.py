@@ -37,11 +37,12 @@ from app.db.models import (
     RunStatus,
 )
 from app.db.upsert import rows_affected
-from app.errors import ConflictError, InvalidInputError, NotFoundError
+from app.errors import InvalidInputError, NotFoundError
 from app.evaluations.billing import lock_batch
 from app.evaluations.matrix import Subject, result_rows
 from app.evaluations.pipeline import load_subject
 from app.evaluations.schemas import RescoreCreate
+from app.evaluations.service import require_queue
 from app.evaluations.summaries import store_summary
 from app.extraction import EXTRACTION_VERSION, extract
 from app.jobs import JobControl, JobInterruptedError, JobKind
@@ -73,10 +74,7 @@ async def request_rescore(
     data: RescoreCreate,
 ) -> RescoreRequest:
     org = await get_org(session, principal, org_id)
-    if queue is None:
-        raise ConflictError(
-            "no job queue is configured (SQS_QUEUE_URL)", code="queue_unavailable", status_code=503
-        )
+    queue = require_queue(queue)
     if data.date_from > data.date_to:
         raise InvalidInputError(
             f"from ({data.date_from}) is after to ({data.date_to})", code="invalid_range"

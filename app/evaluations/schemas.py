@@ -37,7 +37,13 @@ class BatchRead(BaseModel):
     org_id: uuid.UUID
     batch_date: date
     status: BatchStatus
-    total_runs: int
+    total_runs: int = Field(description="Runs created so far (adaptive asks add to it)")
+    cells: int = Field(description="(question, engine, country) cells of the matrix")
+    samples: int = Field(description="Asks of each cell")
+    max_samples: int | None = Field(
+        description="With adaptive sampling: the most asks a cell whose answers disagree gets"
+    )
+    max_runs: int = Field(description="The most runs the batch may reach: what was reserved")
     completed_runs: int
     failed_runs: int
     cancelled_runs: int = Field(description="Runs never asked: the batch was cancelled first")

@@ -72,10 +72,7 @@ async def trigger_evaluation(
     trigger: EvaluationTrigger,
 ) -> EvaluationAccepted:
     org = await get_org(session, principal, org_id)
-    if queue is None:
-        raise ConflictError(
-            "no job queue is configured (SQS_QUEUE_URL)", code="queue_unavailable", status_code=503
-        )
+    queue = require_queue(queue)
     outcome = await get_or_create_today_batch(session, clock, org, trigger, actor=principal.actor)
     await session.commit()
     if outcome.enqueue:
@@ -86,6 +83,15 @@ async def trigger_evaluation(
         is_existing=outcome.is_existing,
         total_runs=outcome.batch.total_runs,
     )
+
+
+def require_queue(queue: SqsQueue | None) -> SqsQueue:
+    """Jobs need the queue: without one configured a request that would send one is a 503."""
+    if queue is None:
+        raise ConflictError(
+            "no job queue is configured (SQS_QUEUE_URL)", code="queue_unavailable", status_code=503
+        )
+    return queue
 
 
 async def get_or_create_today_batch(
@@ -298,6 +304,10 @@ async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead
         batch_date=batch.batch_date,
         status=batch.status,
         total_runs=batch.total_runs,
+        cells=batch.cells,
+        samples=batch.samples,
+        max_samples=batch.max_samples,
+        max_runs=batch.max_runs,
         completed_runs=counts.get(RunStatus.COMPLETED, 0),
         failed_runs=counts.get(RunStatus.FAILED, 0),
         cancelled_runs=counts.get(RunStatus.CANCELLED, 0),

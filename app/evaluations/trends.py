@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import BatchStatus, CellMetric, EvaluationBatch
@@ -78,17 +78,10 @@ async def _cells(
         )
         .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
         .where(
-            CellMetric.org_id == org_id,
             CellMetric.metric.in_([m.value for m in metrics]),
-            CellMetric.batch_date >= start,
-            CellMetric.batch_date <= end,
-            EvaluationBatch.status == BatchStatus.COMPLETED,
+            *_completed_cells(org_id, start, end, engine, location),
         )
     )
-    if engine is not None:
-        query = query.where(CellMetric.engine_id == engine)
-    if location is not None:
-        query = query.where(CellMetric.location == location)
     found: dict[Metric, list[_Cell]] = {m: [] for m in metrics}
     for row in (await session.execute(query)).all():
         found[Metric(row.metric)].append(
@@ -232,21 +225,28 @@ async def trend_methodology(
 def _question_count(
     org_id: uuid.UUID, start: date, end: date, engine: str | None, location: str | None
 ) -> Select[int]:
-    query = (
+    return (
         select(func.count(func.distinct(CellMetric.question_id)))
         .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
-        .where(
-            CellMetric.org_id == org_id,
-            CellMetric.batch_date >= start,
-            CellMetric.batch_date <= end,
-            EvaluationBatch.status == BatchStatus.COMPLETED,
-        )
+        .where(*_completed_cells(org_id, start, end, engine, location))
     )
+
+
+def _completed_cells(
+    org_id: uuid.UUID, start: date, end: date, engine: str | None, location: str | None
+) -> list[ColumnElement[bool]]:
+    """The org's cells of completed batches in range (cell rows joined to their batch)."""
+    conditions = [
+        CellMetric.org_id == org_id,
+        CellMetric.batch_date >= start,
+        CellMetric.batch_date <= end,
+        EvaluationBatch.status == BatchStatus.COMPLETED,
+    ]
     if engine is not None:
-        query = query.where(CellMetric.engine_id == engine)
+        conditions.append(CellMetric.engine_id == engine)
     if location is not None:
-        query = query.where(CellMetric.location == location)
-    return query
+        conditions.append(CellMetric.location == location)
+    return conditions
 
 
 def check_window(window: int) -> None:
