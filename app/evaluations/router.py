@@ -15,6 +15,7 @@ from app.evaluations.schemas import (
     ResultsRead,
 )
 from app.pagination import Page, PageParams, page_params
+from app.schemas import Country, ShortLabel
 
 router = APIRouter(tags=["evaluations"])
 
@@ -25,7 +26,10 @@ router = APIRouter(tags=["evaluations"])
     responses={
         402: {"description": "The partner's balance cannot cover the remaining runs"},
         404: {"description": "Unknown org"},
-        409: {"description": "Inactive org, or nothing to evaluate"},
+        409: {
+            "description": "Inactive org, nothing to evaluate, or more runs than "
+            "MAX_RUNS_PER_BATCH (`batch_too_large`)"
+        },
     },
 )
 async def trigger_evaluation(
@@ -38,7 +42,13 @@ async def trigger_evaluation(
 ) -> EvaluationAccepted:
     """Create today's batch for the org (or reuse it; a failed one is resumed) and queue it."""
     accepted = await service.trigger_evaluation(
-        session, context.queue, context.clock, principal, org_id, trigger or EvaluationTrigger()
+        session,
+        context.queue,
+        context.clock,
+        principal,
+        org_id,
+        trigger or EvaluationTrigger(),
+        max_runs=context.settings.max_runs_per_batch,
     )
     response.headers["Location"] = f"/batches/{accepted.batch_id}"
     return accepted
@@ -76,8 +86,8 @@ async def get_results(
     session: Session,
     principal: CurrentPrincipal,
     page: Annotated[PageParams, Depends(page_params)],
-    engine: Annotated[str | None, Query(description="Only runs of this engine")] = None,
-    location: Annotated[str | None, Query(description="Only runs in this country")] = None,
+    engine: Annotated[ShortLabel | None, Query(description="Only runs of this engine")] = None,
+    location: Annotated[Country | None, Query(description="Only runs in this country")] = None,
 ) -> ResultsRead:
     batch = await service.get_batch(session, principal, batch_id)
     return await results.batch_results(session, batch, page, engine, location)

@@ -6,12 +6,12 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import BatchStatus, RunStatus, StepStatus
-from app.schemas import MoneyOut
+from app.schemas import Label, MoneyOut, RequestModel, ShortLabel
 
 
-class EvaluationTrigger(BaseModel):
-    triggered_by: str = Field(default="api", min_length=1, max_length=100)
-    user_id: str | None = Field(default=None, max_length=200)
+class EvaluationTrigger(RequestModel):
+    triggered_by: ShortLabel = "api"
+    user_id: Label | None = None
 
 
 class EvaluationAccepted(BaseModel):

@@ -36,6 +36,7 @@ from app.evaluations.schemas import (
     EvaluationTrigger,
     StepRead,
 )
+from app.limits import check_batch_size
 from app.logging import log_context
 from app.orgs.service import Matrix, get_org, load_matrix
 from app.pagination import Page, PageParams
@@ -70,13 +71,17 @@ async def trigger_evaluation(
     principal: Principal,
     org_id: uuid.UUID,
     trigger: EvaluationTrigger,
+    *,
+    max_runs: int,
 ) -> EvaluationAccepted:
     org = await get_org(session, principal, org_id)
     if queue is None:
         raise ConflictError(
             "no job queue is configured (SQS_QUEUE_URL)", code="queue_unavailable", status_code=503
         )
-    outcome = await get_or_create_today_batch(session, clock, org, trigger, actor=principal.actor)
+    outcome = await get_or_create_today_batch(
+        session, clock, org, trigger, actor=principal.actor, max_runs=max_runs
+    )
     await session.commit()
     if outcome.enqueue:
         await enqueue_batch(queue, outcome.batch, reason=trigger.triggered_by)
@@ -89,13 +94,20 @@ async def trigger_evaluation(
 
 
 async def get_or_create_today_batch(
-    session: AsyncSession, clock: Clock, org: Org, trigger: EvaluationTrigger, *, actor: str
+    session: AsyncSession,
+    clock: Clock,
+    org: Org,
+    trigger: EvaluationTrigger,
+    *,
+    actor: str,
+    max_runs: int,
 ) -> TriggerOutcome:
     """Today's batch for the org: reused as is, resumed when failed, or created with its runs
     and admitted: its estimated cost reserved against the partner's balance (402 when it
     cannot be), with the partner's row locked so concurrent admissions queue up.
 
-    Leaves the transaction open for the caller to commit; the job is sent only after that.
+    A new batch of more than `max_runs` runs is refused (409). Leaves the transaction open
+    for the caller to commit; the job is sent only after that.
     """
     if not org.active:
         raise ConflictError(f"org {org.id} is inactive", code="org_inactive")
@@ -113,6 +125,7 @@ async def get_or_create_today_batch(
             f"org {org.id} has no {' and no '.join(matrix.missing_axes())} to evaluate",
             code="empty_matrix",
         )
+    check_batch_size(max_runs, matrix.size)
     batch_id = uuid.uuid4()
     now = clock.now()
     created = await session.execute(
@@ -193,7 +206,7 @@ async def _insert_runs(
     ]
     await session.execute(
         insert_ignoring_conflicts(
-            session, QuestionRun, ["batch_id", "question_id", "engine_id", "location"]
+            session, QuestionRun, ["batch_id", "question_id", "engine_id", "location", "sample"]
         ),
         rows,
     )
