@@ -12,6 +12,7 @@ from app.clock import Clock, SystemClock
 from app.db.session import SessionFactory, create_engine, create_session_factory
 from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.engines.registry import EngineRegistry
+from app.metrics import TimedRateLimiter
 from app.queue.sqs import SqsQueue
 from app.settings import Settings
 
@@ -41,10 +42,11 @@ class AppContext:
             if settings.redis_url
             else None
         )
-        limiter: RateLimiter = (
+        limiter: RateLimiter = TimedRateLimiter(
             LocalRateLimiter(clock)
             if redis is None
-            else RedisRateLimiter(redis, settings.redis_key_prefix, clock)
+            else RedisRateLimiter(redis, settings.redis_key_prefix, clock),
+            clock,
         )
         return cls(
             settings=settings,

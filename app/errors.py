@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from app.scrub import scrub_secrets
+
 # An error recorded on a batch, a step or a run says what went wrong in a line; the traceback,
 # and never a statement or its parameters, goes to the log.
 MAX_ERROR_LENGTH = 300
@@ -81,5 +83,5 @@ def describe_error(exc: BaseException, *, limit: int = MAX_ERROR_LENGTH) -> str:
         if isinstance(exc, DBAPIError) and cause.__cause__ is not None:
             cause = cause.__cause__
     lines = str(cause).strip().splitlines()
-    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    text = f"{type(cause).__name__}: {scrub_secrets(lines[0])}" if lines else type(cause).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"

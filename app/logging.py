@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from app.scrub import scrub_secrets
 from app.settings import Settings
 
 _CONTEXT: ContextVar[dict[str, str]] = ContextVar("log_context", default={})  # noqa: B039 - never mutated
@@ -60,9 +61,33 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class SecretScrubber(logging.Filter):
+    """No credential reaches a log line: the message and every string field are scrubbed."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub_secrets(record.getMessage(), self._settings)
+        record.args = None
+        for key, value in vars(record).items():
+            if key not in _RESERVED and isinstance(value, str):
+                setattr(record, key, scrub_secrets(value, self._settings))
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_json else TextFormatter())
+    handler.addFilter(SecretScrubber(settings))
+    # The access log is one JSON line per request whatever LOG_JSON says: it is read by tools.
+    access = logging.StreamHandler(sys.stderr)
+    access.setFormatter(JsonFormatter())
+    access.addFilter(SecretScrubber(settings))
+    access_logger = logging.getLogger("senso.access")
+    access_logger.handlers[:] = [access]
+    access_logger.propagate = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

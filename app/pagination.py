@@ -9,6 +9,10 @@ from pydantic import BaseModel
 
 T = TypeVar("T")
 
+MAX_LIMIT = 500
+# Deeper than this, a client should filter: an OFFSET costs the rows it skips.
+MAX_OFFSET = 100_000
+
 
 class PageParams(BaseModel):
     limit: int
@@ -16,8 +20,8 @@ class PageParams(BaseModel):
 
 
 def page_params(
-    limit: Annotated[int, Query(ge=1, le=500, description="Items per page")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

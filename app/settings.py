@@ -154,9 +154,61 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # The edge: request limits, per-principal rate limits, CORS, hosts, security headers
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    rate_limit_requests: int = Field(default=600, ge=1)
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_anonymous_requests: int = Field(default=120, ge=1)
+    rate_limit_exempt_operator: bool = False
+    auth_failure_limit: int = Field(default=10, ge=1)
+    auth_failure_window_seconds: int = Field(default=300, ge=1)
+    # Comma-separated lists (see the properties below).
+    cors_allowed_origins: str | None = None
+    cors_allowed_headers: str = "Authorization,Content-Type,X-Request-ID"
+    trusted_hosts: str = "*"
+    hsts_max_age_seconds: int = Field(default=0, ge=0)
+
+    # API keys
+    api_key_rotation_grace_seconds: int = Field(default=86_400, ge=0)
+
+    # Batch size: what one trigger may ask, and what an org's matrix may hold
+    max_runs_per_batch: int = Field(default=5_000, ge=1)
+    max_questions_per_org: int = Field(default=200, ge=1)
+    max_engines_per_org: int = Field(default=10, ge=1)
+    max_countries_per_org: int = Field(default=50, ge=1)
+
+    # Audit queue: events other services write to the trail (the worker consumes it when set)
+    audit_sqs_queue_url: str | None = None
+    audit_sqs_max_messages: int = Field(default=10, ge=1, le=10)
+    audit_sqs_wait_seconds: int = Field(default=20, ge=0, le=20)
+    audit_sqs_visibility_timeout: int = Field(default=60, ge=5, le=43200)
+
+    # Prometheus metrics
+    metrics_require_token: bool = True
+    metrics_cache_seconds: float = Field(default=60.0, gt=0)
+    metrics_low_balance_threshold: Decimal = Field(default=Decimal("10"), ge=0)
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return _items(self.cors_allowed_origins)
+
+    @property
+    def cors_headers(self) -> list[str]:
+        return _items(self.cors_allowed_headers)
+
+    @property
+    def trusted_host_patterns(self) -> list[str]:
+        return _items(self.trusted_hosts)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.get_secret_value().startswith("sqlite")
+
+
+def _items(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 
 from app.api.app import create_app
+from app.api.edge_wiring import server_options
 from app.context import AppContext
 from app.settings import Settings
 from worker.runtime import Worker
@@ -26,7 +27,11 @@ async def serve_api(settings: Settings, context: AppContext) -> AsyncIterator[st
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, context), log_level="warning", log_config=None, lifespan="on"
+        create_app(settings, context),
+        log_level="warning",
+        log_config=None,
+        lifespan="on",
+        **server_options(settings),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -48,6 +48,7 @@ Optional (default):
   LOG_RETENTION_DAYS         30: retention of a log group this script creates
   ASSIGN_PUBLIC_IP           DISABLED: ENABLED for public subnets without a NAT gateway
   TARGET_GROUP_ARN           unset: a new service registers the API's port 8080 in this target group
+  AUDIT_SQS_QUEUE_URL        unset: the audit queue the worker consumes (infra/sqs-queues.cfn.json)
   WORKER_MODE                sidecar: the API and worker task of infra/ecs-task-def.json.template;
                              service: its worker container alone, essential, as family
                              $TASK_FAMILY-worker and service $ECS_SERVICE-worker

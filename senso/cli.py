@@ -183,6 +183,7 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.api.app import create_app
+    from app.api.edge_wiring import server_options
     from app.logging import configure_logging
 
     configure_logging(settings)
@@ -193,6 +194,7 @@ def _api(args: argparse.Namespace) -> int:
         log_config=None,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
+        **server_options(settings),
     )
     return 0
 

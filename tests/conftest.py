@@ -166,6 +166,7 @@ def make_settings(
         "redis_key_prefix": f"test-{uuid.uuid4().hex[:12]}",
         "sqs_wait_seconds": 1,
         "sqs_visibility_timeout": 30,
+        "audit_sqs_wait_seconds": 1,
         "simulated_latency_ms": 2,
         "job_retry_base_seconds": 1,
         "job_max_attempts": MAX_RECEIVE_COUNT - 1,

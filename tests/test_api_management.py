@@ -459,7 +459,6 @@ async def test_partner_key_sees_only_its_own_resources(api: httpx.AsyncClient) -
         admin_only = [
             ("/partners", {"name": "Sneaky"}),
             (f"/partners/{mine.partner_id}/topups", {"amount": "1000"}),
-            (f"/partners/{mine.partner_id}/api-keys", {}),
             (f"/partners/{other.partner_id}/topups", {"amount": "1000"}),
         ]
         for path, body in admin_only:

@@ -1,21 +1,54 @@
-"""`senso worker`: one process, one Worker, stopped by SIGTERM or SIGINT."""
+"""`senso worker`: one process, one Worker (and the audit queue's consumer when
+AUDIT_SQS_QUEUE_URL is set), stopped by SIGTERM or SIGINT; metrics on WORKER_METRICS_PORT."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
+from prometheus_client import start_http_server
+
 from app.context import AppContext
 from app.logging import configure_logging
+from app.metrics import REGISTRY
 from app.settings import Settings
+from worker.audit import AuditConsumer
 from worker.runtime import Worker
 
 
 async def run_worker(settings: Settings) -> None:
     configure_logging(settings)
-    async with AppContext.create(settings) as context:
-        worker = Worker(context)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, worker.request_stop)
-        await worker.run()
+    metrics = (
+        None
+        if settings.worker_metrics_port is None
+        else start_http_server(settings.worker_metrics_port, registry=REGISTRY)
+    )
+    try:
+        async with AppContext.create(settings) as context:
+            worker = Worker(context)
+            stop = asyncio.Event()
+
+            def request_stop() -> None:
+                worker.request_stop()
+                stop.set()
+
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, request_stop)
+            # The audit queue is optional: without AUDIT_SQS_QUEUE_URL the worker runs jobs only.
+            audit = (
+                asyncio.create_task(AuditConsumer(context, settings.audit_sqs_queue_url).run(stop))
+                if settings.audit_sqs_queue_url
+                else None
+            )
+            try:
+                await worker.run()
+            finally:
+                stop.set()
+                if audit is not None:
+                    await audit
+    finally:
+        if metrics is not None:
+            server, thread = metrics
+            server.shutdown()
+            thread.join(timeout=5)

@@ -34,6 +34,7 @@ from app.errors import describe_error
 from app.jobs import JobControl, JobInterruptedError, JobKind
 from app.logging import log_context
 from app.loops import LoopGaveUpError, LoopPolicy, LoopService
+from app.metrics import observe_job
 from app.queue.messages import Message, parse_message
 from app.queue.sqs import ReceivedMessage, SqsQueue
 from worker.registry import job_kinds
@@ -200,6 +201,7 @@ class Worker:
 
     async def _run_job(self, kind: JobKind[Any], job: Message, message: ReceivedMessage) -> None:
         control = JobControl(worker_id=self.worker_id, stopping=self._stopping)
+        started = self._clock.monotonic()
         running = _RunningJob(asyncio.create_task(kind.handle(self._context, job, control)))
         keeper = VisibilityKeeper(self._context, self._queue, message, running)
         guards = [
@@ -222,6 +224,7 @@ class Worker:
                 guard.cancel()
             await asyncio.gather(*guards, return_exceptions=True)
         await self._settle(kind, job, message, running)
+        observe_job(kind.type, _outcome(running), self._clock.monotonic() - started)
 
     async def _expire(self, running: _RunningJob, after_seconds: float) -> None:
         await self._clock.sleep(after_seconds)
@@ -322,6 +325,16 @@ class Worker:
             logger.warning(
                 "could not change the message's visibility", extra={"error": describe_error(exc)}
             )
+
+
+def _outcome(running: _RunningJob) -> str:
+    handler = running.handler
+    if handler.cancelled():
+        return "timeout" if running.cancelled_for == "timeout" else "interrupted"
+    exc = handler.exception()
+    if exc is None:
+        return "done"
+    return "interrupted" if isinstance(exc, JobInterruptedError) else "failed"
 
 
 async def _finished_within(clock: Clock, future: asyncio.Future[Any], seconds: float) -> bool:

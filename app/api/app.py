@@ -1,11 +1,11 @@
-"""The FastAPI application: routers, the one error mapping, health and readiness."""
+"""The FastAPI application: routers, the one error mapping (built by app.api.errors), health
+and readiness."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +13,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import authenticate_request
+from app.api.edge_wiring import edge_running, install_edge
+from app.api.errors import database_unavailable_response, domain_error_response, error_response
+from app.apikeys.router import router as api_keys_router
+from app.auditlog.router import router as audit_router
 from app.context import AppContext
 from app.db.errors import database_unavailable
 from app.errors import DomainError, describe_error
@@ -25,9 +28,6 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# What a client is told to wait before trying again while the database is unavailable.
-DATABASE_RETRY_AFTER_SECONDS = 5
-
 
 def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI:
     """`context` lets an embedding process share its clients; otherwise the app owns them."""
@@ -37,7 +37,8 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
         owned = context is None
         app.state.context = context or AppContext.create(settings)
         try:
-            yield
+            async with edge_running(app, app.state.context):
+                yield
         finally:
             if owned:
                 await app.state.context.aclose()
@@ -47,64 +48,48 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
         version="0.1.0",
         description="Evaluate how organisations show up in AI assistants' answers.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(partners_router)
+    app.include_router(api_keys_router)
+    app.include_router(audit_router)
     app.include_router(orgs_router)
     app.include_router(evaluations_router)
     _add_error_handlers(app)
     _add_health(app)
+    install_edge(app, settings)
     return app
-
-
-def _error(status_code: int, error: str, detail: Any) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content={"error": error, "detail": detail})
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        response = _error(exc.status_code, exc.code, exc.detail)
-        if headers:
-            response.headers.update(headers)
-        return response
+        return domain_error_response(exc)
 
     app.add_exception_handler(DomainError, domain_error)  # type: ignore[arg-type]
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            # FastAPI decodes the body before any dependency runs: authenticate here so an
-            # anonymous caller learns nothing about the endpoint from a parse error.
-            try:
-                await authenticate_request(request)
-            except DomainError as auth_error:
-                return await domain_error(request, auth_error)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # An anonymous caller never gets here: the edge answered 401 before the body was read.
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        return _error(422, "validation_error", detail)
+        return error_response(422, "validation_error", detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
-        response.headers.update(exc.headers or {})
-        return response
+        code = codes.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, exc.detail, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         if database_unavailable(exc):
             logger.warning("database unavailable", extra={"error": describe_error(exc)})
-            response = _error(
-                503,
-                "database_unavailable",
-                "the database is not answering; try again shortly",
-            )
-            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
-            return response
+            return database_unavailable_response()
         logger.exception("unhandled error", exc_info=exc)
-        return _error(500, "internal_error", "an unexpected error occurred")
+        return error_response(500, "internal_error", "an unexpected error occurred")
 
     # Registered by class, so they are answered here rather than by the server's last resort.
     app.add_exception_handler(SQLAlchemyError, unexpected)
@@ -123,5 +108,5 @@ def _add_health(app: FastAPI) -> None:
         checks = await check_dependencies(request.app.state.context)
         failed = sorted(name for name, outcome in checks.items() if outcome != "ok")
         if failed:
-            return _error(503, "not_ready", {"failed": failed, "checks": checks})
+            return error_response(503, "not_ready", {"failed": failed, "checks": checks})
         return JSONResponse({"status": "ready", "checks": checks})

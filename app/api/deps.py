@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal, authenticate
+from app.auth import MISSING_CREDENTIALS, Principal
 from app.context import AppContext
+from app.errors import UnauthorizedError
 
 
 def get_context(request: Request) -> AppContext:
@@ -35,26 +36,16 @@ BEARER = HTTPBearer(
 
 
 async def get_principal(
-    context: Context,
-    session: Session,
-    # Declares the scheme in OpenAPI (the Authorize button in /docs); the raw header below is
-    # what is checked, so a wrong scheme gets the same precise 401 as a wrong token.
+    request: Request,
+    # Declares the scheme in OpenAPI (the Authorize button in /docs). The edge
+    # (app.api.edge.GuardMiddleware) has authenticated the request and checked its key's
+    # scope for the route before anything read the body.
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    principal = await authenticate(session, authorization, context.settings.api_token)
-    # Authentication only read; release the connection's transaction before the real work.
-    await session.rollback()
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        raise UnauthorizedError(MISSING_CREDENTIALS)
     return principal
-
-
-async def authenticate_request(request: Request) -> Principal:
-    """Authenticate outside the dependency system (error handlers)."""
-    context = get_context(request)
-    async with context.sessions() as session:
-        return await authenticate(
-            session, request.headers.get("authorization"), context.settings.api_token
-        )
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

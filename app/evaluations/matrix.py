@@ -41,6 +41,8 @@ from app.evaluations.runs import RUN_KEY, in_flight
 from app.extraction import EXTRACTION_VERSION, Extraction, OrgProfile, extract
 from app.jobs import JobControl, JobInterruptedError
 from app.loops import LoopGaveUpError, LoopPolicy, LoopService
+from app.metrics import count_retry, observe_run
+from app.scrub import scrub_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +242,7 @@ class MatrixRunner:
                 if not exc.retryable or attempt == max_attempts:
                     await self._fail(run, f"{exc.reason} (after {attempt} attempt(s))", attempt)
                     return
+                count_retry(run.engine_id)
                 await self._clock.sleep(
                     backoff_seconds(
                         attempt,
@@ -274,6 +277,7 @@ class MatrixRunner:
                 return
             session.add_all(rows)
             await session.commit()
+        observe_run(run.engine_id, "completed", answer.latency_ms)
 
     async def _analyse(self, run: ClaimedRun, answer: EngineAnswer) -> AnalysisOutcome | None:
         """The one analysis call of a completed answer, unless analysis is switched off."""
@@ -332,6 +336,7 @@ class MatrixRunner:
         """A failed run is never charged nor measured, and gives its share of the batch's
         reservation back; a rejected answer is kept to inspect, with what the provider billed
         for it, which the batch's cost includes."""
+        reason = scrub_secrets(reason, self._settings)
         kept = (
             {}
             if answer is None
@@ -359,6 +364,7 @@ class MatrixRunner:
             if rows_affected(failed):
                 release_run_share(partner, batch)
             await session.commit()
+        observe_run(run.engine_id, "failed")
         logger.warning(
             "run failed", extra={"run_id": run.id, "engine": run.engine_id, "error": reason}
         )

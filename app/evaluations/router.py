@@ -25,6 +25,7 @@ from app.evaluations.schemas import (
 from app.evaluations.trends import Granularity
 from app.orgs.service import get_org
 from app.pagination import Page, PageParams, page_params
+from app.schemas import Country, ShortLabel
 
 router = APIRouter(tags=["evaluations"])
 
@@ -35,7 +36,10 @@ router = APIRouter(tags=["evaluations"])
     responses={
         402: {"description": "The partner's balance cannot cover the remaining runs"},
         404: {"description": "Unknown org"},
-        409: {"description": "Inactive org, or nothing to evaluate"},
+        409: {
+            "description": "Inactive org, nothing to evaluate, or more runs than "
+            "MAX_RUNS_PER_BATCH (`batch_too_large`)"
+        },
     },
 )
 async def trigger_evaluation(
@@ -48,7 +52,13 @@ async def trigger_evaluation(
 ) -> EvaluationAccepted:
     """Create today's batch for the org (or reuse it; a failed one is resumed) and queue it."""
     accepted = await service.trigger_evaluation(
-        session, context.queue, context.clock, principal, org_id, trigger or EvaluationTrigger()
+        session,
+        context.queue,
+        context.clock,
+        principal,
+        org_id,
+        trigger or EvaluationTrigger(),
+        max_runs=context.settings.max_runs_per_batch,
     )
     response.headers["Location"] = f"/batches/{accepted.batch_id}"
     return accepted
@@ -86,8 +96,8 @@ async def get_results(
     session: Session,
     principal: CurrentPrincipal,
     page: Annotated[PageParams, Depends(page_params)],
-    engine: Annotated[str | None, Query(description="Only runs of this engine")] = None,
-    location: Annotated[str | None, Query(description="Only runs in this country")] = None,
+    engine: Annotated[ShortLabel | None, Query(description="Only runs of this engine")] = None,
+    location: Annotated[Country | None, Query(description="Only runs in this country")] = None,
 ) -> ResultsRead:
     batch = await service.get_batch(session, principal, batch_id)
     return await results.batch_results(session, batch, page, engine, location)
@@ -116,10 +126,8 @@ async def export_results(
 TrendMetric = Annotated[Metric, Query(description="What to follow")]
 From = Annotated[date | None, Query(alias="from", description="First day (default: a period)")]
 To = Annotated[date | None, Query(alias="to", description="Last day (default: today, UTC)")]
-EngineFilter = Annotated[str | None, Query(max_length=64, description="Only this engine")]
-LocationFilter = Annotated[
-    str | None, Query(min_length=2, max_length=2, description="Only this country")
-]
+EngineFilter = Annotated[ShortLabel | None, Query(description="Only this engine")]
+LocationFilter = Annotated[Country | None, Query(description="Only this country")]
 
 
 @router.get("/orgs/{org_id}/trends")
@@ -139,9 +147,7 @@ async def get_trend(
     interval, cells and answers (value null where nothing was measured)."""
     org = await get_org(session, principal, org_id)
     start, end = trends.trend_range(context.clock.today(), date_from, date_to, granularity)
-    return await trends.trend(
-        session, org.id, metric, start, end, granularity, engine, _country(location)
-    )
+    return await trends.trend(session, org.id, metric, start, end, granularity, engine, location)
 
 
 @router.get("/orgs/{org_id}/trends.csv", response_class=StreamingResponse)
@@ -163,7 +169,7 @@ async def export_trends(
     org = await get_org(session, principal, org_id)
     start, end = trends.trend_range(context.clock.today(), date_from, date_to, granularity)
     computed = [
-        await trends.trend(session, org.id, m, start, end, granularity, engine, _country(location))
+        await trends.trend(session, org.id, m, start, end, granularity, engine, location)
         for m in ([metric] if metric is not None else TREND_METRICS)
     ]
     return _csv(exports.trend_rows(computed), f"org-{org.id}-trends.csv")
@@ -213,10 +219,6 @@ async def get_rescore(
     return RescoreRead.model_validate(
         await rescore.get_rescore(session, principal, org_id, rescore_id)
     )
-
-
-def _country(location: str | None) -> str | None:
-    return location.upper() if location is not None else None
 
 
 def _csv(rows: AsyncIterator[str], filename: str) -> StreamingResponse:

@@ -99,6 +99,7 @@ async def _evaluate(
                 org,
                 EvaluationTrigger(triggered_by=SCHEDULER),
                 actor=SCHEDULER,
+                max_runs=context.settings.max_runs_per_batch,
             )
             await session.commit()
     except InsufficientBalanceError as exc:

@@ -6,12 +6,12 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import BatchStatus, RunStatus, StepStatus
-from app.schemas import MoneyOut
+from app.schemas import Label, MoneyOut, RequestModel, ShortLabel
 
 
-class EvaluationTrigger(BaseModel):
-    triggered_by: str = Field(default="api", min_length=1, max_length=100)
-    user_id: str | None = Field(default=None, max_length=200)
+class EvaluationTrigger(RequestModel):
+    triggered_by: ShortLabel = "api"
+    user_id: Label | None = None
 
 
 class EvaluationAccepted(BaseModel):
@@ -325,8 +325,8 @@ class ChangesRead(BaseModel):
     metrics: dict[str, MetricChanges]
 
 
-class RescoreCreate(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+class RescoreCreate(RequestModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     date_from: date = Field(alias="from")
     date_to: date = Field(alias="to")

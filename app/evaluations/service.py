@@ -36,6 +36,7 @@ from app.evaluations.schemas import (
     EvaluationTrigger,
     StepRead,
 )
+from app.limits import check_batch_size
 from app.logging import log_context
 from app.orgs.service import Matrix, get_org, load_matrix
 from app.pagination import Page, PageParams
@@ -70,10 +71,14 @@ async def trigger_evaluation(
     principal: Principal,
     org_id: uuid.UUID,
     trigger: EvaluationTrigger,
+    *,
+    max_runs: int,
 ) -> EvaluationAccepted:
     org = await get_org(session, principal, org_id)
     queue = require_queue(queue)
-    outcome = await get_or_create_today_batch(session, clock, org, trigger, actor=principal.actor)
+    outcome = await get_or_create_today_batch(
+        session, clock, org, trigger, actor=principal.actor, max_runs=max_runs
+    )
     await session.commit()
     if outcome.enqueue:
         await enqueue_batch(queue, outcome.batch, reason=trigger.triggered_by)
@@ -95,13 +100,20 @@ def require_queue(queue: SqsQueue | None) -> SqsQueue:
 
 
 async def get_or_create_today_batch(
-    session: AsyncSession, clock: Clock, org: Org, trigger: EvaluationTrigger, *, actor: str
+    session: AsyncSession,
+    clock: Clock,
+    org: Org,
+    trigger: EvaluationTrigger,
+    *,
+    actor: str,
+    max_runs: int,
 ) -> TriggerOutcome:
     """Today's batch for the org: reused as is, resumed when failed, or created with its runs
     and admitted: its estimated cost reserved against the partner's balance (402 when it
     cannot be), with the partner's row locked so concurrent admissions queue up.
 
-    Leaves the transaction open for the caller to commit; the job is sent only after that.
+    A new batch of more than `max_runs` runs is refused (409). Leaves the transaction open
+    for the caller to commit; the job is sent only after that.
     """
     if not org.active:
         raise ConflictError(f"org {org.id} is inactive", code="org_inactive")
@@ -119,9 +131,11 @@ async def get_or_create_today_batch(
             f"org {org.id} has no {' and no '.join(matrix.missing_axes())} to evaluate",
             code="empty_matrix",
         )
+    plan = SamplePlan(org.samples, org.max_samples)
+    # Every ask counts, adaptive ones included: the most runs the batch may reach.
+    check_batch_size(max_runs, matrix.cells * plan.most)
     batch_id = uuid.uuid4()
     now = clock.now()
-    plan = SamplePlan(org.samples, org.max_samples)
     created = await session.execute(
         insert_ignoring_conflicts(session, EvaluationBatch, ["org_id", "batch_date"])
         .values(

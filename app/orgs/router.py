@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from app.api.deps import Context, CurrentPrincipal, Session
+from app.limits import check_matrix_axis
 from app.orgs import service
 from app.orgs.schemas import (
     EnginesSet,
@@ -59,8 +60,13 @@ async def update_org(
 
 @router.put("/{org_id}/questions")
 async def set_questions(
-    org_id: uuid.UUID, data: QuestionsSet, session: Session, principal: CurrentPrincipal
+    org_id: uuid.UUID,
+    data: QuestionsSet,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
 ) -> OrgDetail:
+    check_matrix_axis(context.settings, "questions", len(data.questions))
     org = await service.set_questions(session, principal, org_id, data)
     return await service.org_detail(session, org)
 
@@ -73,13 +79,19 @@ async def set_engines(
     principal: CurrentPrincipal,
     context: Context,
 ) -> OrgDetail:
+    check_matrix_axis(context.settings, "engines", len(set(data.engines)))
     org = await service.set_engines(session, principal, org_id, data, context.engines)
     return await service.org_detail(session, org)
 
 
 @router.put("/{org_id}/locations")
 async def set_locations(
-    org_id: uuid.UUID, data: LocationsSet, session: Session, principal: CurrentPrincipal
+    org_id: uuid.UUID,
+    data: LocationsSet,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
 ) -> OrgDetail:
+    check_matrix_axis(context.settings, "countries", len(data.locations))
     org = await service.set_locations(session, principal, org_id, data)
     return await service.org_detail(session, org)

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from app.countries import normalise_country
-from app.schemas import Name, Text
+from app.schemas import Country, EngineId, Name, RequestModel, Text
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -27,7 +26,6 @@ def _unique(values: list[str]) -> list[str]:
 
 
 Domain = Annotated[str, Field(max_length=300), AfterValidator(_domain)]
-Country = Annotated[str, AfterValidator(normalise_country)]
 Names = Annotated[list[Name], Field(max_length=100), AfterValidator(_unique)]
 Domains = Annotated[list[Domain], Field(max_length=100), AfterValidator(_unique)]
 MAX_SAMPLES = 10
@@ -55,7 +53,7 @@ def _check_samples(samples: int | None, max_samples: int | None) -> None:
         raise ValueError(f"max_samples ({max_samples}) must be at least samples ({samples})")
 
 
-class OrgCreate(BaseModel):
+class OrgCreate(RequestModel):
     partner_id: uuid.UUID | None = Field(
         default=None, description="Required with the operator token; a partner key implies it"
     )
@@ -75,7 +73,7 @@ class OrgCreate(BaseModel):
         return self
 
 
-class OrgUpdate(BaseModel):
+class OrgUpdate(RequestModel):
     name: Name | None = None
     aliases: Names | None = None
     domains: Domains | None = None
@@ -122,15 +120,15 @@ class OrgDetail(OrgRead):
     locations: list[str]
 
 
-class QuestionsSet(BaseModel):
+class QuestionsSet(RequestModel):
     questions: Annotated[list[Text], Field(min_length=1, max_length=500), AfterValidator(_unique)]
 
 
-class EnginesSet(BaseModel):
-    engines: Annotated[list[str], Field(min_length=1, max_length=20)]
+class EnginesSet(RequestModel):
+    engines: Annotated[list[EngineId], Field(min_length=1, max_length=20)]
 
 
-class LocationsSet(BaseModel):
+class LocationsSet(RequestModel):
     locations: Annotated[
         list[Country],
         Field(min_length=1, max_length=250, description="ISO 3166-1 alpha-2 codes"),

@@ -8,12 +8,16 @@ from fastapi import APIRouter, Depends, status
 from app.api.deps import Context, CurrentPrincipal, Session
 from app.pagination import Page, PageParams, page_params
 from app.partners import service
-from app.partners.schemas import ApiKeyCreate, ApiKeyCreated, PartnerCreate, PartnerRead, TopUp
+from app.partners.schemas import PartnerCreate, PartnerRead, TopUp
 
 router = APIRouter(prefix="/partners", tags=["partners"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "A partner of that name exists (`partner_exists`)"}},
+)
 async def create_partner(
     data: PartnerCreate, session: Session, principal: CurrentPrincipal, context: Context
 ) -> PartnerRead:
@@ -44,10 +48,3 @@ async def top_up(
     partner_id: uuid.UUID, data: TopUp, session: Session, principal: CurrentPrincipal
 ) -> PartnerRead:
     return PartnerRead.model_validate(await service.top_up(session, principal, partner_id, data))
-
-
-@router.post("/{partner_id}/api-keys", status_code=status.HTTP_201_CREATED)
-async def create_api_key(
-    partner_id: uuid.UUID, data: ApiKeyCreate, session: Session, principal: CurrentPrincipal
-) -> ApiKeyCreated:
-    return await service.create_api_key(session, principal, partner_id, data)

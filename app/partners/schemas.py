@@ -6,10 +6,10 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import MoneyIn, MoneyOut, Name, PositiveMoney
+from app.schemas import MoneyIn, MoneyOut, Name, Note, PositiveMoney, RequestModel
 
 
-class PartnerCreate(BaseModel):
+class PartnerCreate(RequestModel):
     name: Name
     balance: MoneyIn = Field(default=Decimal(0))
     price_per_run: MoneyIn | None = Field(
@@ -32,18 +32,6 @@ class PartnerRead(BaseModel):
     updated_at: datetime
 
 
-class TopUp(BaseModel):
+class TopUp(RequestModel):
     amount: PositiveMoney
-    note: str | None = Field(default=None, max_length=500)
-
-
-class ApiKeyCreate(BaseModel):
-    name: Name = "default"
-
-
-class ApiKeyCreated(BaseModel):
-    id: uuid.UUID
-    partner_id: uuid.UUID
-    name: str
-    key: str = Field(description="Shown once; only its hash is stored")
-    created_at: datetime
+    note: Note | None = None

@@ -1,4 +1,4 @@
-"""Partners: who pays for evaluations, and their API keys."""
+"""Partners: who pays for evaluations (their API keys: app.apikeys)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
-from app.auth import Principal, hash_api_key, new_api_key
-from app.db.models import ApiKey, Partner
+from app.auth import Principal
+from app.db.models import Partner
 from app.db.types import MAX_MONEY
 from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.pagination import Page, PageParams
-from app.partners.schemas import (
-    ApiKeyCreate,
-    ApiKeyCreated,
-    PartnerCreate,
-    PartnerRead,
-    TopUp,
-)
+from app.partners.schemas import PartnerCreate, PartnerRead, TopUp
 
 
 async def create_partner(
@@ -95,32 +89,3 @@ async def top_up(
     )
     await session.commit()
     return partner
-
-
-async def create_api_key(
-    session: AsyncSession, principal: Principal, partner_id: uuid.UUID, data: ApiKeyCreate
-) -> ApiKeyCreated:
-    principal.require_admin()
-    partner = await get_partner(session, principal, partner_id)
-    key = new_api_key()
-    api_key = ApiKey(
-        partner_id=partner.id, name=data.name, key_hash=hash_api_key(key), prefix=key[:10]
-    )
-    session.add(api_key)
-    await session.flush()
-    record_audit(
-        session,
-        actor=principal.actor,
-        action="api_key.created",
-        resource_type="partner",
-        resource_id=partner.id,
-        details={"api_key_id": str(api_key.id), "prefix": api_key.prefix},
-    )
-    await session.commit()
-    return ApiKeyCreated(
-        id=api_key.id,
-        partner_id=partner.id,
-        name=api_key.name,
-        key=key,
-        created_at=api_key.created_at,
-    )

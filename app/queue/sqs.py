@@ -148,6 +148,24 @@ class SqsQueue:
             AttributeNames=["QueueArn"],
         )
 
+    async def depth(self) -> dict[str, int]:
+        """Approximate message counts: visible, in flight (received, not deleted), delayed."""
+        response = await self._call(
+            self._clients.calls.get_queue_attributes,
+            QueueUrl=self.queue_url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )
+        values = response.get("Attributes", {})
+        return {
+            "visible": int(values.get("ApproximateNumberOfMessages", 0)),
+            "in_flight": int(values.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            "delayed": int(values.get("ApproximateNumberOfMessagesDelayed", 0)),
+        }
+
     async def dead_letter_queue(self) -> SqsQueue | None:
         """The queue's DLQ: SQS_DLQ_URL, else the one its redrive policy names; None without."""
         if self._dead_letters is None:

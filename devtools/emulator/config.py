@@ -18,6 +18,7 @@ FaultKind = Literal[
     "overloaded",  # 529 (Anthropic's overloaded_error; others answer 503)
     "rate_limited",  # 429 with Retry-After, whatever the key's budget
     "quota_exhausted",  # the provider's out-of-credit error, never worth retrying
+    "key_rejected",  # 401 quoting a masked piece of the key, as OpenAI's "Incorrect API key"
     "stall",  # answer only after `stall_seconds`, so the client times out
     "auth_wall",  # BrightData record whose answer is a log-in wall
     "not_ready",  # BrightData record whose answer is a "still generating" placeholder

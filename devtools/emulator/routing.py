@@ -26,7 +26,7 @@ logger = logging.getLogger("senso.emulator")
 Handler = Callable[[EmulatorState, Request, Any], Awaitable[Response]]
 
 REQUEST_FAULTS = frozenset(
-    {"server_error", "overloaded", "rate_limited", "quota_exhausted", "stall"}
+    {"server_error", "overloaded", "rate_limited", "quota_exhausted", "key_rejected", "stall"}
 )
 _REDACTED_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 # Logged for a held request whose client gave up on it (nginx's "client closed request"):
@@ -83,7 +83,18 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def fault_response(provider: Provider, fault: Fault) -> Response:
+def fault_response(provider: Provider, fault: Fault, key: str) -> Response:
+    if fault.kind == "key_rejected":
+        # OpenAI's own wording: the key's head and tail around a mask.
+        masked = f"{key[:8]}{'*' * max(4, len(key) - 12)}{key[-4:]}"
+        kind = "authentication_error" if provider == "anthropic" else "invalid_api_key"
+        return error_response(
+            provider,
+            401,
+            kind,
+            f"Incorrect API key provided: {masked}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+        )
     if fault.kind == "rate_limited":
         return _rate_limited(provider, fault.retry_after_seconds)
     if fault.kind == "quota_exhausted":
@@ -170,7 +181,7 @@ async def _answer(
         fault = state.take_fault(provider, REQUEST_FAULTS)
         if fault is not None:
             if fault.kind != "stall":
-                return fault_response(provider, fault)
+                return fault_response(provider, fault, key)
             await asyncio.sleep(fault.stall_seconds)
         if not await _held_until_released(state, request):
             return Response(status_code=CLIENT_WENT_AWAY)
