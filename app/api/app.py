@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.deps import authenticate_request
 from app.context import AppContext
 from app.db.errors import database_unavailable
+from app.engines.router import router as engines_router
 from app.errors import DomainError, describe_error
 from app.evaluations.router import router as evaluations_router
 from app.health import check_dependencies
@@ -51,6 +52,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.include_router(partners_router)
     app.include_router(orgs_router)
     app.include_router(evaluations_router)
+    app.include_router(engines_router)
     _add_error_handlers(app)
     _add_health(app)
     return app

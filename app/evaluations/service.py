@@ -193,7 +193,10 @@ async def _insert_runs(
     ]
     await session.execute(
         insert_ignoring_conflicts(
-            session, QuestionRun, ["batch_id", "question_id", "engine_id", "location"]
+            # The unique key since migration 0004, which added `sample` (every run here is 1).
+            session,
+            QuestionRun,
+            ["batch_id", "question_id", "engine_id", "location", "sample"],
         ),
         rows,
     )

@@ -79,7 +79,13 @@ async def set_engines(
 
 @router.put("/{org_id}/locations")
 async def set_locations(
-    org_id: uuid.UUID, data: LocationsSet, session: Session, principal: CurrentPrincipal
+    org_id: uuid.UUID,
+    data: LocationsSet,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
 ) -> OrgDetail:
-    org = await service.set_locations(session, principal, org_id, data)
+    """Set the countries questions are asked from; a country one of the org's engines does
+    not serve is refused (422 `unserved_country`, naming both)."""
+    org = await service.set_locations(session, principal, org_id, data, context.engines)
     return await service.org_detail(session, org)
