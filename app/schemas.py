@@ -26,7 +26,7 @@ from pydantic import (
 
 from app.countries import ISO_3166_ALPHA2, normalise_country
 from app.db.types import MAX_MONEY, MONEY_PLACES
-from app.engines.simulated import ENGINE_IDS
+from app.engines.catalogue import ENGINE_IDS
 
 
 class RequestModel(BaseModel):

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
 
     # Engines: which client serves each engine id
     engine_mode: Literal["auto", "real", "simulated"] = "auto"
+    # Comma-separated engine ids this deployment serves, the same in the API and the worker
+    # (empty: every engine). The API refuses any other for an org; with ENGINE_MODE=real the
+    # worker refuses to start when one of them has no credentials.
+    enabled_engines: str = ""
 
     # Shared rate limits (Redis when REDIS_URL is set, else per process)
     rate_limit_burst: int = Field(default=1, ge=1)
@@ -107,11 +111,14 @@ class Settings(BaseSettings):
     anthropic_max_concurrency: int = Field(default=8, ge=1)
     anthropic_requests_per_minute: int = Field(default=50, ge=1)
 
-    # BrightData Web Scraper API (brightdata_chatgpt, brightdata_perplexity)
+    # BrightData Web Scraper API (every brightdata_* engine; the scrapers are rows of
+    # app.engines.scrapers.SCRAPERS)
     brightdata_api_key: SecretStr | None = None
     brightdata_base_url: str = "https://api.brightdata.com"
-    brightdata_chatgpt_dataset_id: str = "gd_m7aof0k82r803d5bjm"
-    brightdata_perplexity_dataset_id: str = "gd_m7dhdot1vw9a7gc1n"
+    # engine id → dataset id, JSON: replaces a row's dataset when BrightData publishes a new one.
+    brightdata_dataset_ids: dict[str, str] = {}
+    # engine id → countries it does not serve, JSON: replaces the row's list.
+    brightdata_unserved_countries: dict[str, list[str]] = {}
     brightdata_price_per_record: Decimal = Field(default=Decimal("0.0015"), ge=0)
     brightdata_batch_size: int = Field(default=20, ge=1, le=20)
     brightdata_batch_window_seconds: float = Field(default=0.5, ge=0)
@@ -129,6 +136,43 @@ class Settings(BaseSettings):
     linkup_timeout_seconds: float = Field(default=60.0, gt=0)
     linkup_max_concurrency: int = Field(default=5, ge=1)
     linkup_requests_per_minute: int = Field(default=60, ge=1)
+
+    # Gemini API (generateContent with the Google Search tool)
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    gemini_model: str = "gemini-3-flash-preview"
+    gemini_input_price_per_mtok: Decimal = Field(default=Decimal("0.50"), ge=0)
+    # Output includes the model's thinking tokens, which Google bills as output.
+    gemini_output_price_per_mtok: Decimal = Field(default=Decimal("3.00"), ge=0)
+    # Gemini 3 bills grounding per search query it ran, Gemini 2.5 per grounded prompt.
+    gemini_grounding_fee_basis: Literal["per_query", "per_prompt"] = "per_query"
+    gemini_grounding_fee: Decimal = Field(default=Decimal("0.014"), ge=0)
+    gemini_timeout_seconds: float = Field(default=60.0, gt=0)
+    gemini_max_concurrency: int = Field(default=8, ge=1)
+    gemini_requests_per_minute: int = Field(default=150, ge=1)
+    # Grounding chunks link through expiring redirects; each is followed this far, this fast.
+    gemini_redirect_timeout_seconds: float = Field(default=5.0, gt=0)
+    gemini_redirect_max_hops: int = Field(default=3, ge=1, le=10)
+    gemini_redirect_cache_size: int = Field(default=10_000, ge=0)
+
+    # Perplexity Agent API (web_search tool)
+    perplexity_api_key: SecretStr | None = None
+    perplexity_base_url: str = "https://api.perplexity.ai"
+    perplexity_model: str = "perplexity/sonar"
+    perplexity_search_context_size: Literal["low", "medium", "high"] = "medium"
+    perplexity_timeout_seconds: float = Field(default=60.0, gt=0)
+    perplexity_max_concurrency: int = Field(default=8, ge=1)
+    perplexity_requests_per_minute: int = Field(default=50, ge=1)
+
+    # Google AI Overviews through DataForSEO's SERP API (google_ai_overview)
+    dataforseo_login: SecretStr | None = None
+    dataforseo_password: SecretStr | None = None
+    dataforseo_base_url: str = "https://api.dataforseo.com"
+    # Google loads many AI Overviews after the page; without this they would look absent.
+    dataforseo_load_async_ai_overview: bool = True
+    dataforseo_timeout_seconds: float = Field(default=60.0, gt=0)
+    dataforseo_max_concurrency: int = Field(default=10, ge=1)
+    dataforseo_requests_per_minute: int = Field(default=1000, ge=1)
 
     # LLM-assisted analysis: name variations and one structured call per answer
     analysis_provider: Literal["auto", "openai", "azure_openai", "simulated"] = "auto"
@@ -175,7 +219,7 @@ class Settings(BaseSettings):
     # Batch size: what one trigger may ask, and what an org's matrix may hold
     max_runs_per_batch: int = Field(default=5_000, ge=1)
     max_questions_per_org: int = Field(default=200, ge=1)
-    max_engines_per_org: int = Field(default=10, ge=1)
+    max_engines_per_org: int = Field(default=20, ge=1)
     max_countries_per_org: int = Field(default=50, ge=1)
 
     # Audit queue: events other services write to the trail (the worker consumes it when set)

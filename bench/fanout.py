@@ -34,7 +34,7 @@ from pydantic import SecretStr
 
 from app.context import AppContext
 from app.db.migrate import upgrade
-from app.engines.simulated import ENGINE_IDS
+from app.engines.catalogue import ENGINE_IDS
 from app.logging import configure_logging
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings

@@ -31,7 +31,7 @@ from app.logging import configure_logging
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
 from devtools.embedded import moto_sqs_server, run_worker_task, serve_api
-from devtools.emulator.config import Brand, EmulatorConfig
+from devtools.emulator.config import Brand, EmulatorConfig, Fault
 from devtools.emulator.server import EmulatorServer
 from devtools.emulator.wiring import emulated_engine_settings
 
@@ -120,7 +120,9 @@ def _emulated_engines(settings: Settings) -> Iterator[Settings]:
             aliases=DEMO_ORG["aliases"],
             domains=DEMO_ORG["domains"],
             competitors=DEMO_ORG["competitors"],
-        )
+        ),
+        # Real results pages often have no AI Overview: the demo shows such runs too.
+        faults=[Fault(kind="no_ai_overview", provider="dataforseo", rate=0.3)],
     )
     with EmulatorServer(config) as emulator:
         _say(f"engines: real clients against the engine emulator at {emulator.url}")

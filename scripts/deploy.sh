@@ -31,6 +31,9 @@ Required:
   SQS_QUEUE_URL              the job queue
   DATABASE_URL_SECRET_ARN    secret holding DATABASE_URL (postgresql+asyncpg://...)
   API_TOKEN_SECRET_ARN       secret holding the operator's API_TOKEN
+  ENABLED_ENGINES            comma-separated engine ids the deployment serves (GET /engines
+                             lists them), set alike on the API and the worker; one whose
+                             key's secret below is unset is refused (exit 2)
 
 Optional (default):
   AWS_ACCOUNT_ID             the caller's: account of the ECR registry; the image reference is
@@ -53,7 +56,9 @@ Optional (default):
                              service: its worker container alone, essential, as family
                              $TASK_FAMILY-worker and service $ECS_SERVICE-worker
   REDIS_URL_SECRET_ARN, OPENAI_API_KEY_SECRET_ARN, AZURE_OPENAI_API_KEY_SECRET_ARN,
-  ANTHROPIC_API_KEY_SECRET_ARN, BRIGHTDATA_API_KEY_SECRET_ARN, LINKUP_API_KEY_SECRET_ARN
+  ANTHROPIC_API_KEY_SECRET_ARN, BRIGHTDATA_API_KEY_SECRET_ARN, LINKUP_API_KEY_SECRET_ARN,
+  GEMINI_API_KEY_SECRET_ARN, PERPLEXITY_API_KEY_SECRET_ARN, DATAFORSEO_LOGIN_SECRET_ARN,
+  DATAFORSEO_PASSWORD_SECRET_ARN
                              more secrets, left out when unset
   SENSO_<SETTING>            any app setting of the README, e.g. SENSO_LOG_LEVEL=DEBUG sets
                              LOG_LEVEL=DEBUG in every container
@@ -95,7 +100,7 @@ fail() {
 AWS_REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
 required=(AWS_REGION ECR_REPOSITORY ECS_CLUSTER ECS_SERVICE ECS_SUBNET_IDS
   ECS_SECURITY_GROUP_IDS EXECUTION_ROLE_ARN TASK_ROLE_ARN SQS_QUEUE_URL
-  DATABASE_URL_SECRET_ARN API_TOKEN_SECRET_ARN)
+  DATABASE_URL_SECRET_ARN API_TOKEN_SECRET_ARN ENABLED_ENGINES)
 missing=()
 for name in "${required[@]}"; do
   [[ -n ${!name:-} ]] || missing+=("$name")

@@ -33,7 +33,32 @@ from botocore.validate import ParamValidator
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 PASSTHROUGH_PREFIX = "SENSO_"
-SECRET_SETTINGS = ("DATABASE_URL", "API_TOKEN", "REDIS_URL")
+SECRET_SETTINGS = (
+    "DATABASE_URL",
+    "API_TOKEN",
+    "REDIS_URL",
+    "DATAFORSEO_LOGIN",
+    "DATAFORSEO_PASSWORD",
+)
+
+# Engine id → what a worker needs set to call it: app.engines.catalogue's credentials (a test
+# keeps the two equal; this script imports botocore only).
+ENGINE_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "azure_openai": ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "brightdata_chatgpt": ("BRIGHTDATA_API_KEY",),
+    "brightdata_perplexity": ("BRIGHTDATA_API_KEY",),
+    "linkup": ("LINKUP_API_KEY",),
+    "gemini": ("GEMINI_API_KEY",),
+    "perplexity": ("PERPLEXITY_API_KEY",),
+    "brightdata_gemini": ("BRIGHTDATA_API_KEY",),
+    "brightdata_copilot": ("BRIGHTDATA_API_KEY",),
+    "brightdata_ai_mode": ("BRIGHTDATA_API_KEY",),
+    "brightdata_grok": ("BRIGHTDATA_API_KEY",),
+    "google_ai_overview": ("DATAFORSEO_LOGIN", "DATAFORSEO_PASSWORD"),
+}
+NON_SECRET_CREDENTIALS = frozenset({"AZURE_OPENAI_ENDPOINT"})
 
 # Fargate's task sizes: cpu units → allowed memory (MiB).
 FARGATE_SIZES: dict[int, range | tuple[int, ...]] = {
@@ -149,6 +174,7 @@ def validate(document: Any) -> None:
         for container in document["containerDefinitions"]:
             problems += _container_problems(container)
         problems += _dependency_problems(document["containerDefinitions"])
+        problems += _engine_problems(document["containerDefinitions"])
     if problems:
         raise TaskDefinitionError(problems)
 
@@ -305,6 +331,38 @@ def _drain_problems(where: str, container: dict[str, Any], stop_timeout: int) ->
             f"stopTimeout {stop_timeout}, or ECS kills the worker before it releases its jobs"
         ]
     return []
+
+
+def _engine_problems(containers: list[dict[str, Any]]) -> list[str]:
+    """Every container serves the same ENABLED_ENGINES, and one that calls the providers
+    (ENGINE_MODE=real) has each enabled engine's credentials: caught here, at deploy time,
+    rather than by a worker that refuses to start."""
+    problems: list[str] = []
+    lists: set[str] = set()
+    for container in containers:
+        where = f"container {container.get('name')!r}"
+        environment = {e["name"]: e["value"] for e in container.get("environment", [])}
+        if "ENABLED_ENGINES" not in environment:
+            continue
+        lists.add(environment["ENABLED_ENGINES"])
+        engines = [e.strip() for e in environment["ENABLED_ENGINES"].split(",") if e.strip()]
+        unknown = sorted(set(engines) - set(ENGINE_CREDENTIALS))
+        if unknown:
+            problems.append(f"{where}: ENABLED_ENGINES names unknown engines: {', '.join(unknown)}")
+        if environment.get("ENGINE_MODE") != "real":
+            continue
+        provided = set(environment) | {s["name"] for s in container.get("secrets", [])}
+        for engine in engines:
+            missing = [c for c in ENGINE_CREDENTIALS.get(engine, ()) if c not in provided]
+            if missing:
+                needs = ", ".join(
+                    f"{c}_SECRET_ARN" if c not in NON_SECRET_CREDENTIALS else f"SENSO_{c}"
+                    for c in missing
+                )
+                problems.append(f"{where}: engine {engine!r} is enabled but {needs} is not set")
+    if len(lists) > 1:
+        problems.append("ENABLED_ENGINES differs between containers")
+    return problems
 
 
 def _dependency_problems(containers: list[dict[str, Any]]) -> list[str]:

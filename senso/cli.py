@@ -8,8 +8,9 @@ import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
+DEMO_ENGINES = ("openai", "anthropic", "brightdata_perplexity")
 DESCRIPTION = """\
 senso — the org-evaluation control plane.
 
@@ -74,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--engines",
-        default="openai,anthropic,brightdata_perplexity",
-        help="comma-separated engine ids (default: openai,anthropic,brightdata_perplexity)",
+        help="comma-separated engine ids (default: openai,anthropic,brightdata_perplexity; "
+        "with --emulator every engine)",
     )
     demo.add_argument(
         "--locations", default="US,GB", help="comma-separated ISO countries (default: US,GB)"
@@ -132,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulator = commands.add_parser(
         "emulator",
-        help="serve the engine emulator (fake OpenAI, Azure, Anthropic, BrightData, Linkup)",
+        help="serve the engine emulator (fake OpenAI, Azure, Anthropic, BrightData, Linkup, "
+        "Gemini, Perplexity, DataForSEO)",
         description="Serve one HTTP server that speaks each engine provider's wire format: "
         "OpenAI /v1/chat/completions, Azure /openai/deployments/{d}/chat/completions, "
-        "Anthropic /v1/messages, BrightData /datasets/v3/{trigger,progress,snapshot}, "
-        "Linkup /v1/search. Point the *_BASE_URL / AZURE_OPENAI_ENDPOINT settings at it. "
+        "Anthropic /v1/messages, BrightData /datasets/v3/{trigger,progress,snapshot} (every "
+        "scraper's dataset), Linkup /v1/search, Gemini /v1beta/models/{m}:generateContent "
+        "with its grounding redirects, Perplexity /v1/agent, DataForSEO "
+        "/v3/serp/google/organic/live/advanced. Point the *_BASE_URL / AZURE_OPENAI_ENDPOINT "
+        "settings at it. "
         "It logs every request; GET /_emulator/requests returns the log and "
         "PUT /_emulator/config replaces the configuration at run time.",
     )
@@ -180,6 +185,9 @@ def _api(args: argparse.Namespace) -> int:
     if settings.api_token is None:
         print("senso api: API_TOKEN must be set", file=sys.stderr)
         return 2
+    if (problem := _engine_settings_problem(settings)) is not None:
+        print(f"senso api: {problem}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from app.api.app import create_app
@@ -205,6 +213,9 @@ def _worker(_args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.sqs_queue_url:
         print("senso worker: SQS_QUEUE_URL must be set", file=sys.stderr)
+        return 2
+    if (problem := _engine_settings_problem(settings)) is not None:
+        print(f"senso worker: {problem}", file=sys.stderr)
         return 2
     asyncio.run(run_worker(settings))
     return 0
@@ -262,7 +273,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(
         questions=args.questions,
-        engines=[e.strip() for e in args.engines.split(",") if e.strip()],
+        engines=_demo_engines(args.engines, emulator=args.emulator),
         locations=[c.strip() for c in args.locations.split(",") if c.strip()],
         timeout=args.timeout,
         emulator=args.emulator,
@@ -270,6 +281,29 @@ def _demo(args: argparse.Namespace) -> int:
         backfill_days=args.backfill_days,
     )
     return asyncio.run(run_demo(options))
+
+
+def _engine_settings_problem(settings: Settings) -> str | None:
+    """Refused at start, so a misconfigured container fails its deployment instead of
+    accepting orgs it cannot serve."""
+    from app.engines.catalogue import check_engine_settings
+
+    try:
+        check_engine_settings(settings)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _demo_engines(listed: str | None, *, emulator: bool) -> list[str]:
+    if listed is not None:
+        return [e.strip() for e in listed.split(",") if e.strip()]
+    if emulator:
+        # The emulator speaks every provider's protocol: the demo asks every engine.
+        from app.engines.catalogue import ENGINE_IDS
+
+        return list(ENGINE_IDS)
+    return list(DEMO_ENGINES)
 
 
 def _extract(_args: argparse.Namespace) -> int:

@@ -80,6 +80,8 @@ def deploy_config(name: str = "senso") -> dict[str, str]:
         "SQS_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/senso-jobs",
         "DATABASE_URL_SECRET_ARN": f"{SECRET}:senso/database-AbCdEf",
         "API_TOKEN_SECRET_ARN": f"{SECRET}:senso/api-token-AbCdEf",
+        "ENABLED_ENGINES": "openai",
+        "OPENAI_API_KEY_SECRET_ARN": f"{SECRET}:senso/openai-AbCdEf",
     }
 
 

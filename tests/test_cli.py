@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from app.engines.catalogue import ENGINE_IDS
+
 # Runs processes of its own: never beside another test that does (see pyproject.toml).
 pytestmark = pytest.mark.xdist_group("processes")
 
@@ -119,25 +121,16 @@ def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
     }
-    engines = "openai,azure_openai,anthropic,brightdata_chatgpt,brightdata_perplexity,linkup"
-    args = (
-        "--questions",
-        "1",
-        "--locations",
-        "US",
-        "--engines",
-        engines,
-        "--emulator",
-        "--backfill-days",
-        "0",
-    )
+    # No --engines: with the emulator the demo asks every engine of the catalogue.
+    args = ("--questions", "1", "--locations", "US", "--emulator", "--backfill-days", "0")
     result = senso("demo", *args, env=env, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "engines: real clients against the engine emulator" in out
-    assert "completed  12/12 completed, 0 failed, 12 charged" in out
+    runs = 2 * len(ENGINE_IDS)  # two samples per cell
+    assert f"completed  {runs:>2}/{runs} completed, 0 failed, {runs} charged" in out
     assert "Results (real engine clients, answers from the engine emulator)" in out
-    for engine in engines.split(","):
+    for engine in ENGINE_IDS:
         assert f"\n  {engine} " in out, engine
 
 
@@ -145,3 +138,18 @@ def test_demo_refuses_more_questions_than_it_has() -> None:
     result = senso("demo", "--questions", "9")
     assert result.returncode == 2
     assert "choose 1 to 8" in result.stderr
+
+
+def test_a_worker_refuses_to_start_with_an_enabled_engine_it_cannot_call() -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+        "SQS_QUEUE_URL": "http://127.0.0.1:9/queue/jobs",
+        "ENGINE_MODE": "real",
+        "ENABLED_ENGINES": "gemini,brightdata_grok",
+    }
+    result = senso("worker", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "senso worker: ENABLED_ENGINES lists engines without credentials "
+        "(gemini: set GEMINI_API_KEY; brightdata_grok: set BRIGHTDATA_API_KEY)"
+    )

@@ -252,6 +252,8 @@ def test_task_definition_runs_the_api_and_its_worker(aws: Aws, first: Deployed) 
         environment = {e["name"]: e["value"] for e in container["environment"]}
         assert environment["SQS_QUEUE_URL"] == env["SQS_QUEUE_URL"]
         assert environment["LOG_JSON"] == "true"
+        # The API refuses an org any engine the worker would not serve: one list for both.
+        assert environment["ENABLED_ENGINES"] == env["ENABLED_ENGINES"]
     assert {s["name"]: s["valueFrom"] for s in api["secrets"]} == {
         "DATABASE_URL": env["DATABASE_URL_SECRET_ARN"],
         "API_TOKEN": env["API_TOKEN_SECRET_ARN"],
@@ -261,6 +263,7 @@ def test_task_definition_runs_the_api_and_its_worker(aws: Aws, first: Deployed) 
     assert {s["name"]: s["valueFrom"] for s in worker["secrets"]} == {
         "DATABASE_URL": env["DATABASE_URL_SECRET_ARN"],
         "REDIS_URL": AWKWARD_ARN,
+        "OPENAI_API_KEY": env["OPENAI_API_KEY_SECRET_ARN"],
     }
 
 

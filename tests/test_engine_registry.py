@@ -8,10 +8,11 @@ from pydantic import SecretStr
 from app.clock import SystemClock
 from app.engines.anthropic import AnthropicEngine
 from app.engines.brightdata import BrightDataEngine
+from app.engines.catalogue import ENGINE_IDS
 from app.engines.openai_chat import AzureOpenAIEngine, OpenAIEngine
 from app.engines.ratelimit import LocalRateLimiter
 from app.engines.registry import EngineRegistry
-from app.engines.simulated import ENGINE_IDS, SimulatedEngine
+from app.engines.simulated import SimulatedEngine
 from app.errors import InvalidInputError
 from app.settings import Settings
 from devtools.emulator.wiring import emulated_engine_settings

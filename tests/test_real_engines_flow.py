@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from app.context import AppContext
+from app.db.models import QuestionRun, RunCitation, RunMention
 from app.settings import Settings
 from devtools.embedded import run_worker_task
 from devtools.emulator.config import Brand, EmulatorConfig, Fault, ScriptedAnswer
@@ -29,6 +31,15 @@ ALL_ENGINES = (
     "brightdata_chatgpt",
     "brightdata_perplexity",
     "linkup",
+)
+NEW_ENGINES = (
+    "gemini",
+    "perplexity",
+    "brightdata_gemini",
+    "brightdata_copilot",
+    "brightdata_ai_mode",
+    "brightdata_grok",
+    "google_ai_overview",
 )
 FAST = 60_000  # requests per minute: the limiter is tested elsewhere, here it must not slow
 
@@ -49,7 +60,16 @@ def settings(
         anthropic_timeout_seconds=0.5,
         **{
             f"{engine}_requests_per_minute": FAST
-            for engine in ("openai", "azure_openai", "anthropic", "brightdata", "linkup")
+            for engine in (
+                "openai",
+                "azure_openai",
+                "anthropic",
+                "brightdata",
+                "linkup",
+                "gemini",
+                "perplexity",
+                "dataforseo",
+            )
         },
     )
 
@@ -225,3 +245,70 @@ async def test_a_retried_run_keeps_what_its_rejected_answer_cost(
     assert batch["status"] == "completed", batch
     assert Decimal(batch["cost"]) == Decimal("0.0030"), "both answers were billed to us"
     assert batch["charged_runs"] == 1
+
+
+async def test_every_new_surface_records_what_it_searched(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    emulator.state.configure(
+        EmulatorConfig(
+            brand=Brand(name="HubSpot", domains=["hubspot.com"]),
+            faults=[Fault(kind="no_ai_overview", provider="dataforseo", times=1)],
+        )
+    )
+    _, batch, results = await _evaluate(
+        api, context, engines=NEW_ENGINES, questions=2, locations=("DE",)
+    )
+
+    assert batch["status"] == "completed", batch
+    assert batch["completed_runs"] == batch["charged_runs"] == 14
+    assert all(run["status"] == "completed" for run in results["runs"])
+    async with context.sessions() as session:
+        runs = list(await session.scalars(select(QuestionRun)))
+        mentioned = set(await session.scalars(select(RunMention.run_id)))
+        cited = set(await session.scalars(select(RunCitation.run_id)))
+    by_engine: dict[str, list[QuestionRun]] = {}
+    for run in runs:
+        by_engine.setdefault(run.engine_id, []).append(run)
+    surfaces = {engine: {r.surface for r in rows} for engine, rows in by_engine.items()}
+    assert surfaces == {
+        "gemini": {"api"},
+        "perplexity": {"api"},
+        "brightdata_gemini": {"scraped_ui"},
+        "brightdata_copilot": {"scraped_ui"},
+        "brightdata_ai_mode": {"scraped_ui"},
+        "brightdata_grok": {"scraped_ui"},
+        "google_ai_overview": {"serp"},
+    }
+    for run in by_engine["gemini"] + by_engine["perplexity"]:
+        assert run.searched is True
+        assert run.search_queries == [run.question_text]
+        assert run.model
+    # One results page had no AI Overview: completed, charged, but neither mention nor citation.
+    [absent] = [r for r in by_engine["google_ai_overview"] if not r.surface_present]
+    [present] = [r for r in by_engine["google_ai_overview"] if r.surface_present]
+    assert (absent.answer_text, absent.searched, absent.search_queries) == ("", None, None)
+    assert absent.id not in mentioned | cited
+    assert absent.charged_at is not None
+    assert (present.searched, present.id in mentioned) == (True, True)
+    dataforseo = emulator.state.logged("dataforseo")
+    assert len(dataforseo) == 2
+    assert {call.body[0]["location_code"] for call in dataforseo} == {2276}
+
+
+async def test_geminis_retry_info_is_waited_before_asking_again(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    emulator.state.configure(
+        EmulatorConfig(
+            faults=[Fault(kind="rate_limited", provider="gemini", times=1, retry_after_seconds=1.5)]
+        )
+    )
+    _, batch, results = await _evaluate(api, context, engines=("gemini",))
+
+    assert batch["status"] == "completed", batch
+    [run] = results["runs"]
+    assert run["attempts"] == 2
+    first, second = [c for c in emulator.state.logged("gemini") if "generateContent" in c.path]
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 1.5

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from app.engines.catalogue import CATALOGUE
 from app.settings import Settings
 from tests.deploy_support import ACCOUNT_ID, REGION, ROOT, SCRIPTS, deploy_config, load_script
 
@@ -317,3 +318,27 @@ def test_the_command_line_lists_every_problem_and_exits_2(tmp_path: Path) -> Non
     assert result.stdout == ""
     assert "  - networkMode must be awsvpc on Fargate" in result.stderr
     assert "  - Fargate does not run cpu 256 with memory 4096" in result.stderr
+
+
+def test_an_enabled_engine_needs_its_credentials_on_the_worker() -> None:
+    document = rendered(ENABLED_ENGINES="openai,gemini,google_ai_overview,azure_openai,gpt-9")
+
+    with pytest.raises(renderer.TaskDefinitionError) as raised:
+        renderer.validate(document)
+
+    worker = "container 'worker'"
+    assert raised.value.problems == [
+        "container 'api': ENABLED_ENGINES names unknown engines: gpt-9",
+        f"{worker}: ENABLED_ENGINES names unknown engines: gpt-9",
+        f"{worker}: engine 'gemini' is enabled but GEMINI_API_KEY_SECRET_ARN is not set",
+        f"{worker}: engine 'google_ai_overview' is enabled but DATAFORSEO_LOGIN_SECRET_ARN, "
+        "DATAFORSEO_PASSWORD_SECRET_ARN is not set",
+        f"{worker}: engine 'azure_openai' is enabled but AZURE_OPENAI_API_KEY_SECRET_ARN, "
+        "SENSO_AZURE_OPENAI_ENDPOINT is not set",
+    ]
+
+
+def test_the_renderers_engines_are_the_catalogues() -> None:
+    assert {
+        engine_id: spec.credentials for engine_id, spec in CATALOGUE.items()
+    } == renderer.ENGINE_CREDENTIALS

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from app.engines.base import BrandContext, Engine, EngineAnswer, EngineError, EngineRequest
-from app.engines.simulated import ENGINE_IDS, SimulatedEngine
+from app.engines.catalogue import ENGINE_IDS
+from app.engines.simulated import SimulatedEngine
 
 BRAND = BrandContext(
     name="HubSpot",
@@ -242,8 +243,8 @@ async def test_failures_are_deterministic_but_change_with_the_attempt() -> None:
 
 
 def test_rejects_unknown_engine_and_bad_settings() -> None:
-    with pytest.raises(ValueError, match="unknown engine id 'gemini'"):
-        make_engine("gemini")
+    with pytest.raises(ValueError, match="unknown engine id 'gpt-9'"):
+        make_engine("gpt-9")
     with pytest.raises(ValueError, match="latency_ms"):
         make_engine(latency_ms=-1)
     with pytest.raises(ValueError, match="failure_rate"):

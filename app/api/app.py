@@ -19,6 +19,7 @@ from app.apikeys.router import router as api_keys_router
 from app.auditlog.router import router as audit_router
 from app.context import AppContext
 from app.db.errors import database_unavailable
+from app.engines.router import router as engines_router
 from app.errors import DomainError, describe_error
 from app.evaluations.router import router as evaluations_router
 from app.health import check_dependencies
@@ -56,6 +57,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.include_router(audit_router)
     app.include_router(orgs_router)
     app.include_router(evaluations_router)
+    app.include_router(engines_router)
     _add_error_handlers(app)
     _add_health(app)
     install_edge(app, settings)

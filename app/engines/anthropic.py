@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineRequest
 from app.engines.costs import COST_QUANTUM, token_cost
-from app.engines.http import send, unreadable
+from app.engines.http import send, tls_context, unreadable
 from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
@@ -32,6 +32,8 @@ class _Block(BaseModel):
     # A web_search_tool_result's results, or its error object when the search failed; loosely
     # typed because other block types' content is never read and must not fail the parse.
     content: list[_Cited] | dict[str, Any] | str | None = None
+    name: str | None = None  # a server_tool_use's tool
+    input: dict[str, Any] | None = None  # and what it was asked (`query` for web_search)
 
 
 class _ServerToolUse(BaseModel):
@@ -69,6 +71,7 @@ class AnthropicEngine:
             timeout_seconds=self._timeout,
         )
         self._client = httpx.AsyncClient(
+            verify=tls_context(),
             base_url=settings.anthropic_base_url,
             timeout=httpx.Timeout(self._timeout),
             headers={
@@ -138,6 +141,10 @@ class AnthropicEngine:
             cost=cost.quantize(COST_QUANTUM),
             latency_ms=latency_ms,
             simulated=False,
+            surface="api",
+            # The web search tool's use is counted by Anthropic: 0 means it chose not to.
+            searched=searches > 0,
+            search_queries=_queries(message.content),
             raw={
                 "id": message.id,
                 "model": message.model,
@@ -149,6 +156,15 @@ class AnthropicEngine:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _queries(blocks: list[_Block]) -> tuple[str, ...]:
+    return tuple(
+        query
+        for block in blocks
+        if block.type == "server_tool_use" and block.name == "web_search" and block.input
+        if isinstance(query := block.input.get("query"), str) and query.strip()
+    )
 
 
 def _citations(blocks: list[_Block]) -> tuple[EngineCitation, ...]:

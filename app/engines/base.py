@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Literal, Protocol
+
+# Where an answer comes from: a provider's API, an assistant's web page as a browser sees it
+# (scraped), or a search results page (SERP).
+Surface = Literal["api", "scraped_ui", "serp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,15 @@ class EngineAnswer:
     cost: Decimal
     latency_ms: int
     simulated: bool
+    surface: Surface
+    # Whether the engine searched the web for this answer, by the provider's own signal (a web
+    # search call, `web_search_triggered`, grounding queries); None when it does not say. An
+    # answer that did not search cannot cite, and must not be counted as one that chose not to.
+    searched: bool | None
+    search_queries: tuple[str, ...] = ()
+    # False when the surface was not there at all: a Google results page without an AI
+    # Overview. Such an answer is empty, and counts as a completed run without a mention.
+    surface_present: bool = True
     raw: dict[str, object] = field(default_factory=dict)
 
 

@@ -1,4 +1,5 @@
-"""BrightData Web Scraper API v3: ChatGPT and Perplexity as a browser sees them.
+"""BrightData Web Scraper API v3: AI assistants (ChatGPT, Perplexity, Gemini, Copilot, Google
+AI Mode, Grok) as a browser sees them, each a row of `app.engines.scrapers.SCRAPERS`.
 
 A trigger starts a scraping job (a snapshot) at BrightData that runs for seconds to minutes,
 and only a few may run at once, so concurrent asks are batched: collected for
@@ -20,29 +21,27 @@ import logging
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from typing import Any, TypeGuard
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
 from app.engines.failures import timeout_error
-from app.engines.http import json_body, send, unreadable
+from app.engines.http import json_body, send, tls_context, unreadable
 from app.engines.ratelimit import RateLimiter, call_limit
+from app.engines.scrapers import SCRAPERS, Scraper
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-BrightDataEngineId = Literal["brightdata_chatgpt", "brightdata_perplexity"]
-
-SITE_URLS: dict[BrightDataEngineId, str] = {
-    "brightdata_chatgpt": "https://chatgpt.com/",
-    "brightdata_perplexity": "https://www.perplexity.ai",
-}
-# Where a record lists its sources, best first: Perplexity adds `sources`, and ChatGPT without
-# web search has no citations but may still link pages in its answer.
-_CITATION_FIELDS = ("citations", "sources", "links_attached")
+BrightDataEngineId = str  # a key of SCRAPERS
 _TITLE_FIELDS = ("title", "name", "text")
+_ANSWER_LINKS = "links_attached"  # links written in the answer, not sources it searched
+# Gemini and AI Mode link a page's passage with a text fragment; the page is what is cited.
+_TEXT_FRAGMENT = ":~:"
 
 _InputKey = tuple[str, str]  # (prompt, country)
 
@@ -51,14 +50,18 @@ _InputKey = tuple[str, str]  # (prompt, country)
 class _Input:
     url: str
     prompt: str
-    country: str
+    country: str  # "" for a scraper that takes none
+    extra: Mapping[str, object]
 
     @property
     def key(self) -> _InputKey:
         return self.prompt, self.country
 
-    def as_json(self) -> dict[str, str]:
-        return {"url": self.url, "prompt": self.prompt, "country": self.country}
+    def as_json(self) -> dict[str, object]:
+        item: dict[str, object] = {"url": self.url, "prompt": self.prompt}
+        if self.country:
+            item["country"] = self.country
+        return {**item, **self.extra}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +78,8 @@ class BrightDataEngine:
         if settings.brightdata_api_key is None:
             raise ValueError(f"the {engine_id} engine needs BRIGHTDATA_API_KEY")
         self.engine_id: str = engine_id
-        self._site_url = SITE_URLS[engine_id]
-        self._dataset_id = (
-            settings.brightdata_chatgpt_dataset_id
-            if engine_id == "brightdata_chatgpt"
-            else settings.brightdata_perplexity_dataset_id
-        )
+        self._scraper: Scraper = SCRAPERS[engine_id]
+        self._dataset_id = self._scraper.dataset(settings)
         self._price = settings.brightdata_price_per_record
         self.batch_size = settings.brightdata_batch_size
         self._batch_window = settings.brightdata_batch_window_seconds
@@ -96,6 +95,7 @@ class BrightDataEngine:
             timeout_seconds=self._snapshot_timeout,
         )
         self._client = httpx.AsyncClient(
+            verify=tls_context(),
             base_url=settings.brightdata_base_url,
             headers={"Authorization": f"Bearer {settings.brightdata_api_key.get_secret_value()}"},
             timeout=self._timeout,
@@ -107,8 +107,10 @@ class BrightDataEngine:
     async def ask(self, request: EngineRequest) -> EngineAnswer:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        scraper = self._scraper
+        country = request.location.upper() if scraper.takes_country else ""
         ask = _Ask(
-            _Input(self._site_url, request.question, request.location.upper()),
+            _Input(scraper.start_url, request.question, country, scraper.extra_inputs),
             started,
             loop.create_future(),
         )
@@ -255,23 +257,33 @@ class BrightDataEngine:
             code = record.get("error_code") or "error"
             detail = record.get("error") or "no detail"
             raise EngineError(f"{self.engine_id}: record failed ({code}): {detail}", retryable=True)
-        markdown = record.get("answer_text_markdown")
-        text = markdown if _is_text(markdown) else record.get("answer_text")
+        scraper = self._scraper
+        text = next(
+            (record[name] for name in scraper.answer_fields if _is_text(record.get(name))), ""
+        )
+        citations = _citations(record, scraper.citation_fields)
         model = record.get("model")
+        queries = record.get("search_queries")
         return EngineAnswer(
-            text=text if isinstance(text, str) else "",
-            citations=_citations(record),
+            text=text,
+            citations=citations,
             model=model if _is_text(model) else self.engine_id,
             input_tokens=0,
             output_tokens=0,
             cost=self._price,
             latency_ms=round((time.perf_counter() - started) * 1000),
             simulated=False,
+            surface="scraped_ui",
+            searched=_searched(scraper, record),
+            search_queries=tuple(q for q in queries if _is_text(q))
+            if isinstance(queries, list)
+            else (),
             raw={
                 "snapshot_id": snapshot_id,
                 "dataset_id": self._dataset_id,
                 "web_search_triggered": record.get("web_search_triggered"),
                 "timestamp": record.get("timestamp"),
+                "country_applied": scraper.takes_country,
             },
         )
 
@@ -314,16 +326,54 @@ def _record_key(record: Any) -> _InputKey | None:
     return prompt, (country.upper() if isinstance(country, str) else "")
 
 
-def _citations(record: dict[str, Any]) -> tuple[EngineCitation, ...]:
-    for field in _CITATION_FIELDS:
+def _searched(scraper: Scraper, record: dict[str, Any]) -> bool | None:
+    """The record's own flag; else what the assistant always does; else its sources: pages
+    listed as sources were found by a search (links in the answer text were not), and a record
+    without any does not say."""
+    if scraper.searched_field is not None:
+        flag = record.get(scraper.searched_field)
+        if isinstance(flag, bool):
+            return flag
+    if scraper.always_searches:
+        return True
+    sources = [f for f in scraper.citation_fields if f != _ANSWER_LINKS]
+    return True if any(_citations(record, (f,)) for f in sources) else None
+
+
+def _citations(record: dict[str, Any], fields: tuple[str, ...]) -> tuple[EngineCitation, ...]:
+    for field in fields:
         listed = record.get(field)
         if not isinstance(listed, list):
             continue
-        linked = [item for item in listed if isinstance(item, dict) and _is_text(item.get("url"))]
+        linked = [
+            (url, item)
+            for item in listed
+            if isinstance(item, dict) and (url := _item_url(item)) is not None
+        ]
         if linked:
-            linked.sort(key=_position)
-            return tuple(EngineCitation(item["url"], _title(item)) for item in linked)
+            linked.sort(key=lambda pair: _position(pair[1]))
+            found: dict[str, EngineCitation] = {}
+            for url, item in linked:
+                found.setdefault(url, EngineCitation(url, _title(item)))
+            return tuple(found.values())
     return ()
+
+
+def _item_url(item: dict[str, Any]) -> str | None:
+    url = item.get("url")
+    if not _is_text(url):
+        # AI Mode sometimes puts the page's full URL in `domain` and leaves `url` out.
+        domain = item.get("domain")
+        url = domain if _is_text(domain) and "://" in domain else None
+    return None if url is None else without_text_fragment(url.strip())
+
+
+def without_text_fragment(url: str) -> str:
+    parts = urlsplit(url)
+    if _TEXT_FRAGMENT not in parts.fragment:
+        return url
+    kept = parts.fragment.split(_TEXT_FRAGMENT, 1)[0]
+    return urlunsplit(parts._replace(fragment=kept))
 
 
 def _position(item: dict[str, Any]) -> int:

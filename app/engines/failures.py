@@ -7,6 +7,7 @@ Retried: 408, 409, 429, 5xx (529 included) and timeouts. Not retried: quota or c
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -98,3 +99,47 @@ def timeout_error(provider: str, timeout: float) -> EngineError:
 
 def connection_error(provider: str, exc: Exception) -> EngineError:
     return EngineError(f"{provider}: connection failed ({type(exc).__name__})", retryable=True)
+
+
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+_QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def google_error(
+    provider: str, status: int, headers: Mapping[str, str], body: bytes | str
+) -> EngineError:
+    """Google's `{"error": {"code", "message", "status", "details"}}`: a 429 waits as long as
+    its RetryInfo says, and a spent per-day quota (a QuotaFailure whose quotaId names PerDay)
+    is quota exhaustion, not worth asking again before tomorrow."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, dict):
+        return error_from_response(provider, status, headers, body)
+    code = error.get("status")
+    message = str(error.get("message") or "")[:_MAX_MESSAGE]
+    detail = f"{provider}: HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+    details = [d for d in error.get("details") or () if isinstance(d, dict)]
+    if any(_daily_quota(d) for d in details) or is_quota_error(status, None, message):
+        return EngineError(f"quota_exhausted: {detail}", retryable=False)
+    retry_after = next((_delay(d) for d in details if d.get("@type") == _RETRY_INFO), None)
+    retryable = status in _RETRYABLE_STATUSES or status >= 500
+    return EngineError(
+        detail, retryable=retryable, retry_after=retry_after or retry_after_seconds(headers)
+    )
+
+
+def _daily_quota(detail: dict[str, object]) -> bool:
+    violations = detail.get("violations") if detail.get("@type") == _QUOTA_FAILURE else None
+    return isinstance(violations, list) and any(
+        isinstance(v, dict) and "PerDay" in str(v.get("quotaId", "")) for v in violations
+    )
+
+
+def _delay(detail: dict[str, object]) -> float | None:
+    match = _DURATION.match(str(detail.get("retryDelay", "")))
+    return float(match.group(1)) if match else None

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from app.engines.base import EngineError
 from app.engines.failures import connection_error, error_from_response, timeout_error
+
+# provider, status, headers, body → the EngineError of a failed reply
+ErrorReader = Callable[[str, int, Mapping[str, str], bytes], EngineError]
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every engine client of the process: each httpx client otherwise
+    loads the CA bundle anew, a tenth of a second apiece on a busy host, at every start."""
+    # httpx's own default (certifi's bundle, SSL_CERT_FILE honoured), made once.
+    return httpx.create_ssl_context()
 
 
 async def send(
@@ -16,10 +30,13 @@ async def send(
     client_timeout: float,  # the client's own: named in a timeout's error
     method: str,
     path: str,
+    *,
+    errors: ErrorReader = error_from_response,
     **options: Any,
 ) -> httpx.Response:
     """The response when it succeeded (2xx); otherwise the EngineError that says whether to
-    retry. `options` are httpx's (`params`, `json`)."""
+    retry, as `errors` reads the provider's error body. `options` are httpx's (`params`,
+    `json`)."""
     try:
         response = await client.request(method, path, **options)
     except httpx.TimeoutException:
@@ -27,9 +44,7 @@ async def send(
     except httpx.TransportError as exc:
         raise connection_error(provider, exc) from None
     if not response.is_success:
-        raise error_from_response(
-            provider, response.status_code, response.headers, response.content
-        )
+        raise errors(provider, response.status_code, response.headers, response.content)
     return response
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineRequest
-from app.engines.http import json_body, send, unreadable
+from app.engines.http import json_body, send, tls_context, unreadable
 from app.engines.ratelimit import RateLimiter, call_limit
 from app.settings import Settings
 
@@ -38,6 +38,7 @@ class LinkupEngine:
             timeout_seconds=self._timeout,
         )
         self._client = httpx.AsyncClient(
+            verify=tls_context(),
             base_url=settings.linkup_base_url,
             headers={"Authorization": f"Bearer {settings.linkup_api_key.get_secret_value()}"},
             timeout=self._timeout,
@@ -58,6 +59,9 @@ class LinkupEngine:
             cost=self._price,
             latency_ms=round((time.perf_counter() - started) * 1000),
             simulated=False,
+            surface="api",
+            # Linkup is a search engine: every answer is written from its search.
+            searched=True,
             raw={"engine": ENGINE_ID, "depth": self._depth, "sources": len(sources)},
         )
 

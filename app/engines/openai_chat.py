@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import openai
 from openai.types.chat import ChatCompletion
+from openai.types.chat.chat_completion_message import Annotation
 from openai.types.chat.completion_create_params import WebSearchOptions
 
 from app.engines.base import EngineAnswer, EngineCitation, EngineError, EngineRequest
@@ -86,6 +87,8 @@ class _ChatCompletionsEngine:
             cost=token_cost(input_tokens, output_tokens, self._input_price, self._output_price),
             latency_ms=latency_ms,
             simulated=False,
+            surface="api",
+            searched=self._searched(message.annotations),
             raw={
                 "id": completion.id,
                 "model": completion.model,
@@ -94,6 +97,13 @@ class _ChatCompletionsEngine:
                 "web_search": self._web_search,
             },
         )
+
+    def _searched(self, annotations: list[Annotation] | None) -> bool | None:
+        """Citations are a search's results; without the search option it cannot search; with
+        it and no citation, the API does not say whether it searched."""
+        if not self._web_search:
+            return False
+        return True if any(a.type == "url_citation" for a in annotations or ()) else None
 
     async def aclose(self) -> None:
         await self._client.close()

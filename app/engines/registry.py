@@ -1,8 +1,12 @@
 """Engine ids an org can select, and the client serving each, built once per process.
 
-ENGINE_MODE decides who answers: `real` serves only engines whose credentials are set, `auto`
-(the default) serves the others with the simulated engine, whose answers are labelled simulated
-in every result, and `simulated` never calls a provider.
+ENABLED_ENGINES (the same in the API and the worker) lists what this deployment serves; any
+other engine id is refused for an org. ENGINE_MODE decides who answers an enabled engine:
+`real` serves only engines whose credentials are set, `auto` (the default) serves the others
+with the simulated engine, whose answers are labelled simulated in every result, and
+`simulated` never calls a provider. With `real` and an explicit ENABLED_ENGINES, an enabled
+engine without credentials is a configuration error: the process refuses to start, rather
+than accept orgs whose runs would all fail.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from collections.abc import Callable
 from app.engines.anthropic import AnthropicEngine
 from app.engines.base import Engine
 from app.engines.brightdata import BrightDataEngine
+from app.engines.catalogue import CATALOGUE, check_engine_settings
+from app.engines.gemini import GeminiEngine
 from app.engines.linkup import LinkupEngine
+from app.engines.perplexity import PerplexityEngine
 from app.engines.ratelimit import RateLimiter
-from app.engines.simulated import ENGINE_IDS, SimulatedEngine
+from app.engines.scrapers import SCRAPERS
+from app.engines.serp import SerpEngine
+from app.engines.simulated import SimulatedEngine
 from app.errors import InvalidInputError
 from app.settings import Settings
 
@@ -35,39 +44,34 @@ def _azure_openai(settings: Settings, limiter: RateLimiter) -> Engine:
     return AzureOpenAIEngine(settings, limiter)
 
 
-# engine id → (what must be set, how to build its client)
-_REAL_ENGINES: dict[str, tuple[str, Callable[[Settings], bool], RealEngineFactory]] = {
-    "openai": ("OPENAI_API_KEY", lambda s: s.openai_api_key is not None, _openai),
-    "azure_openai": (
-        "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT",
-        lambda s: s.azure_openai_api_key is not None and bool(s.azure_openai_endpoint),
-        _azure_openai,
-    ),
-    "anthropic": ("ANTHROPIC_API_KEY", lambda s: s.anthropic_api_key is not None, AnthropicEngine),
-    "brightdata_chatgpt": (
-        "BRIGHTDATA_API_KEY",
-        lambda s: s.brightdata_api_key is not None,
-        lambda s, limiter: BrightDataEngine("brightdata_chatgpt", s, limiter),
-    ),
-    "brightdata_perplexity": (
-        "BRIGHTDATA_API_KEY",
-        lambda s: s.brightdata_api_key is not None,
-        lambda s, limiter: BrightDataEngine("brightdata_perplexity", s, limiter),
-    ),
-    "linkup": ("LINKUP_API_KEY", lambda s: s.linkup_api_key is not None, LinkupEngine),
+def _scraper(engine_id: str) -> RealEngineFactory:
+    return lambda settings, limiter: BrightDataEngine(engine_id, settings, limiter)
+
+
+_FACTORIES: dict[str, RealEngineFactory] = {
+    "openai": _openai,
+    "azure_openai": _azure_openai,
+    "anthropic": AnthropicEngine,
+    "linkup": LinkupEngine,
+    "gemini": GeminiEngine,
+    "perplexity": PerplexityEngine,
+    "google_ai_overview": SerpEngine,
+    **{engine_id: _scraper(engine_id) for engine_id in SCRAPERS},
 }
 
 
 class EngineRegistry:
     def __init__(self, settings: Settings, limiter: RateLimiter) -> None:
+        self._settings = settings
         self._engines: dict[str, Engine] = {}
         self._missing: dict[str, str] = {}
-        for engine_id in ENGINE_IDS:
-            needs, configured, factory = _REAL_ENGINES[engine_id]
-            if settings.engine_mode != "simulated" and configured(settings):
-                self._engines[engine_id] = factory(settings, limiter)
+        self._enabled = check_engine_settings(settings)
+        for engine_id in self._enabled:
+            spec = CATALOGUE[engine_id]
+            if settings.engine_mode != "simulated" and spec.configured(settings):
+                self._engines[engine_id] = _FACTORIES[engine_id](settings, limiter)
             elif settings.engine_mode == "real":
-                self._missing[engine_id] = needs
+                self._missing[engine_id] = " and ".join(spec.credentials)
             else:
                 self._engines[engine_id] = SimulatedEngine(
                     engine_id,
@@ -78,6 +82,9 @@ class EngineRegistry:
     @property
     def engine_ids(self) -> tuple[str, ...]:
         return tuple(self._engines)
+
+    def serves(self, engine_id: str) -> bool:
+        return engine_id in self._engines
 
     def get(self, engine_id: str) -> Engine:
         try:
@@ -94,9 +101,24 @@ class EngineRegistry:
             )
         return list(dict.fromkeys(engine_ids))
 
+    def check_countries(self, engine_ids: list[str], countries: list[str]) -> None:
+        """Refuse every (engine, country) pair the engine cannot be asked from, naming both,
+        when the org's matrix is set rather than when its runs fail."""
+        refused = [
+            f"engine '{engine_id}' does not serve country '{country}'"
+            for engine_id in engine_ids
+            if engine_id in CATALOGUE
+            for country in countries
+            if CATALOGUE[engine_id].refuses(country, self._settings)
+        ]
+        if refused:
+            raise InvalidInputError("; ".join(refused), code="unserved_country")
+
     def _why_not_served(self, engine_id: str) -> str:
         if engine_id in self._missing:
             return f"engine '{engine_id}' is not configured (set {self._missing[engine_id]})"
+        if engine_id in CATALOGUE:
+            return f"engine '{engine_id}' is not enabled in this deployment (ENABLED_ENGINES)"
         return f"unknown engine '{engine_id}'"
 
     async def aclose(self) -> None:

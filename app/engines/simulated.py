@@ -25,16 +25,8 @@ from app.engines.base import (
     EngineError,
     EngineRequest,
 )
+from app.engines.catalogue import CATALOGUE, ENGINE_IDS
 from app.engines.costs import token_cost
-
-ENGINE_IDS: tuple[str, ...] = (
-    "openai",
-    "azure_openai",
-    "anthropic",
-    "brightdata_chatgpt",
-    "brightdata_perplexity",
-    "linkup",
-)
 
 _ORG_ABSENT_RATE = 0.25
 _LATENCY_JITTER = 0.25
@@ -195,6 +187,83 @@ _STYLES: dict[str, _Style] = {
         detail_rate=0.1,
         table_rate=0.0,
     ),
+    "gemini": _Style(
+        model="simulated-gemini-flash",
+        input_price_per_mtok=Decimal("0.5"),
+        output_price_per_mtok=Decimal("3"),
+        returns_citations=True,
+        numbers_sources=False,
+        separator=": ",
+        bullet_rate=0.5,
+        detail_rate=0.3,
+        table_rate=0.2,
+    ),
+    "perplexity": _Style(
+        model="simulated-perplexity-sonar-api",
+        input_price_per_mtok=Decimal("1"),
+        output_price_per_mtok=Decimal("1"),
+        returns_citations=True,
+        numbers_sources=True,
+        separator=" - ",
+        bullet_rate=0.2,
+        detail_rate=0.2,
+        table_rate=0.1,
+    ),
+    "brightdata_gemini": _Style(
+        model="simulated-gemini-web",
+        input_price_per_mtok=Decimal("1.5"),
+        output_price_per_mtok=Decimal("1.5"),
+        returns_citations=True,
+        numbers_sources=False,
+        separator=" \u2013 ",
+        bullet_rate=0.4,
+        detail_rate=0.3,
+        table_rate=0.3,
+    ),
+    "brightdata_copilot": _Style(
+        model="simulated-copilot-web",
+        input_price_per_mtok=Decimal("1.5"),
+        output_price_per_mtok=Decimal("1.5"),
+        returns_citations=True,
+        numbers_sources=True,
+        separator=": ",
+        bullet_rate=0.1,
+        detail_rate=0.2,
+        table_rate=0.0,
+    ),
+    "brightdata_ai_mode": _Style(
+        model="simulated-google-ai-mode",
+        input_price_per_mtok=Decimal("1.5"),
+        output_price_per_mtok=Decimal("1.5"),
+        returns_citations=True,
+        numbers_sources=False,
+        separator=" — ",
+        bullet_rate=0.6,
+        detail_rate=0.1,
+        table_rate=0.0,
+    ),
+    "brightdata_grok": _Style(
+        model="simulated-grok-web",
+        input_price_per_mtok=Decimal("1.5"),
+        output_price_per_mtok=Decimal("1.5"),
+        returns_citations=True,
+        numbers_sources=False,
+        separator=" - ",
+        bullet_rate=0.3,
+        detail_rate=0.4,
+        table_rate=0.1,
+    ),
+    "google_ai_overview": _Style(
+        model="simulated-google-ai-overview",
+        input_price_per_mtok=Decimal("1"),
+        output_price_per_mtok=Decimal("1"),
+        returns_citations=True,
+        numbers_sources=False,
+        separator=": ",
+        bullet_rate=0.7,
+        detail_rate=0.0,
+        table_rate=0.0,
+    ),
     "linkup": _Style(
         model="simulated-linkup-standard",
         input_price_per_mtok=Decimal("0.5"),
@@ -269,6 +338,8 @@ class SimulatedEngine:
             ),
             latency_ms=round((time.perf_counter() - started) * 1000),
             simulated=True,
+            surface=CATALOGUE[self.engine_id].surface,
+            searched=bool(citations) if self._style.returns_citations else False,
             raw={"simulated": True, "seed": seed[:16].hex(), "engine_id": self.engine_id},
         )
 

@@ -252,14 +252,21 @@ class MatrixRunner:
                     )
                 )
                 continue
-            invalid = invalid_answer_reason(answer.text, run.question)
-            if invalid is not None:
+            # A results page without an AI Overview is an answer: there was nothing to guard.
+            invalid = answer.surface_present and invalid_answer_reason(answer.text, run.question)
+            if invalid:
                 await self._fail(run, f"invalid_answer: {invalid}", attempt, answer)
                 return
             await self._complete(run, answer, attempt)
             return
 
     async def _complete(self, run: ClaimedRun, answer: EngineAnswer, calls: int) -> None:
+        if not answer.surface_present:
+            # Nothing to analyse or extract: the run completes with no mention, no citation.
+            async with self._context.sessions() as session:
+                if await self._store_answer(session, run, answer, None, calls):
+                    await session.commit()
+            return
         subject = self._subject
         extraction = extract(
             subject.profile,
@@ -323,6 +330,10 @@ class MatrixRunner:
                 simulated=answer.simulated,
                 analysed=outcome is not None and outcome.analysis is not None,
                 extraction_version=EXTRACTION_VERSION,
+                surface=answer.surface,
+                searched=answer.searched,
+                search_queries=list(answer.search_queries) or None,
+                surface_present=answer.surface_present,
                 error=None,
                 completed_at=self._clock.now(),
                 lease_expires_at=None,

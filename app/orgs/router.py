@@ -92,6 +92,8 @@ async def set_locations(
     principal: CurrentPrincipal,
     context: Context,
 ) -> OrgDetail:
+    """Set the countries questions are asked from; a country one of the org's engines does
+    not serve is refused (422 `unserved_country`, naming both)."""
     check_matrix_axis(context.settings, "countries", len(data.locations))
-    org = await service.set_locations(session, principal, org_id, data)
+    org = await service.set_locations(session, principal, org_id, data, context.engines)
     return await service.org_detail(session, org)

@@ -226,6 +226,10 @@ async def set_engines(
 ) -> Org:
     org = await get_org(session, principal, org_id, for_update=True)
     engine_ids = registry.validate(data.engines)
+    countries = await session.scalars(
+        select(OrgLocation.country).where(OrgLocation.org_id == org.id)
+    )
+    registry.check_countries(engine_ids, list(countries))
     await session.execute(delete(OrgEngine).where(OrgEngine.org_id == org.id))
     session.add_all(OrgEngine(org_id=org.id, engine_id=e) for e in engine_ids)
     record_audit(
@@ -241,9 +245,15 @@ async def set_engines(
 
 
 async def set_locations(
-    session: AsyncSession, principal: Principal, org_id: uuid.UUID, data: LocationsSet
+    session: AsyncSession,
+    principal: Principal,
+    org_id: uuid.UUID,
+    data: LocationsSet,
+    registry: EngineRegistry,
 ) -> Org:
     org = await get_org(session, principal, org_id, for_update=True)
+    engines = await session.scalars(select(OrgEngine.engine_id).where(OrgEngine.org_id == org.id))
+    registry.check_countries(list(engines), data.locations)
     await session.execute(delete(OrgLocation).where(OrgLocation.org_id == org.id))
     session.add_all(OrgLocation(org_id=org.id, country=c) for c in data.locations)
     record_audit(

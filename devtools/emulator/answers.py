@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.engines.base import BrandContext, EngineRequest
-from app.engines.simulated import ENGINE_IDS, SimulatedEngine
+from app.engines.catalogue import ENGINE_IDS
+from app.engines.simulated import SimulatedEngine
 from devtools.emulator.config import EmulatorConfig
 
 _CHARS_PER_TOKEN = 4

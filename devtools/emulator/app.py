@@ -11,12 +11,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devtools.emulator import anthropic, brightdata, linkup, openai_chat
+from devtools.emulator import (
+    anthropic,
+    brightdata,
+    dataforseo,
+    gemini,
+    linkup,
+    openai_chat,
+    perplexity,
+)
 from devtools.emulator.config import EmulatorConfig
 from devtools.emulator.routing import provider_endpoint
 from devtools.emulator.state import EmulatorState
 
-PROVIDER_ROUTES = (*openai_chat.ROUTES, *anthropic.ROUTES, *brightdata.ROUTES, *linkup.ROUTES)
+PROVIDER_ROUTES = (
+    *openai_chat.ROUTES,
+    *anthropic.ROUTES,
+    *brightdata.ROUTES,
+    *linkup.ROUTES,
+    *gemini.ROUTES,
+    *perplexity.ROUTES,
+    *dataforseo.ROUTES,
+)
 
 
 def create_emulator_app(config: EmulatorConfig | None = None) -> Starlette:

@@ -19,12 +19,16 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.settings import Settings
+from app.engines.scrapers import SCRAPERS, Scraper
 from devtools.emulator.answers import compose_answer
 from devtools.emulator.routing import ProviderRoute, error_response
 from devtools.emulator.state import EmulatorState
 
-PERPLEXITY_DATASET_ID: str = Settings.model_fields["brightdata_perplexity_dataset_id"].default
+# Each scraper's records as its dataset writes them; an unknown `gd_` dataset answers as
+# ChatGPT's does.
+_BY_DATASET: dict[str, Scraper] = {s.dataset_id: s for s in SCRAPERS.values()}
+_DEFAULT_SCRAPER = SCRAPERS["brightdata_chatgpt"]
+_TEXT_FRAGMENT = "#:~:text=top%20picks"
 AUTH_WALL_TEXT = "Log in or sign up to get smarter responses, upload files and images, and more."
 NOT_READY_TEXT = "Loading..."
 RECORD_ERROR_CODE = "dead_page"
@@ -57,7 +61,7 @@ def _bad_request(message: str) -> Response:
     return error_response("brightdata", 400, "validation_error", message)
 
 
-def _input_error(body: Any) -> str | None:
+def _input_error(body: Any, scraper: Scraper) -> str | None:
     if not isinstance(body, list) or not 1 <= len(body) <= _MAX_INPUTS:
         return f"Body must be a JSON array of 1 to {_MAX_INPUTS} inputs"
     for index, item in enumerate(body):
@@ -66,8 +70,11 @@ def _input_error(body: Any) -> str | None:
         for name in ("url", "prompt"):
             if not isinstance(item.get(name), str) or not item[name].strip():
                 return f"Input {index}: '{name}' is required"
-        if not isinstance(item.get("country", ""), str):
+        country = item.get("country", "")
+        if not isinstance(country, str):
             return f"Input {index}: 'country' must be a string"
+        if country.upper() in scraper.unserved_countries:
+            return f"Input {index}: country '{country}' is not supported by this dataset"
     return None
 
 
@@ -78,11 +85,12 @@ async def trigger(state: EmulatorState, request: Request, body: Any) -> Response
     include_errors = request.query_params.get("include_errors", "false")
     if include_errors not in ("true", "false"):
         return _bad_request("include_errors must be true or false")
-    problem = _input_error(body)
+    scraper = _BY_DATASET.get(dataset_id, _DEFAULT_SCRAPER)
+    problem = _input_error(body, scraper)
     if problem is not None:
         return _bad_request(problem)
     failed = state.take_fault("brightdata", _SNAPSHOT_FAULTS)
-    records = [await _record(state, dataset_id, item) for item in body]
+    records = [await _record(state, scraper, item) for item in body]
     if include_errors == "false":
         records = [record for record in records if "error" not in record]
     snapshot_id = f"s_{uuid.uuid4().hex[:18]}"
@@ -99,7 +107,7 @@ async def trigger(state: EmulatorState, request: Request, body: Any) -> Response
     return JSONResponse({"snapshot_id": snapshot_id})
 
 
-async def _record(state: EmulatorState, dataset_id: str, item: dict[str, Any]) -> Record:
+async def _record(state: EmulatorState, scraper: Scraper, item: dict[str, Any]) -> Record:
     country = str(item.get("country") or "US").upper()
     prompt: str = item["prompt"]
     common: Record = {
@@ -112,16 +120,48 @@ async def _record(state: EmulatorState, dataset_id: str, item: dict[str, Any]) -
     fault = state.take_fault("brightdata", _RECORD_FAULTS)
     if fault is not None and fault.kind == "record_error":
         return {**common, "error": "Page did not load: dead page", "error_code": RECORD_ERROR_CODE}
-    perplexity = dataset_id == PERPLEXITY_DATASET_ID
     if fault is not None:
         text = AUTH_WALL_TEXT if fault.kind == "auth_wall" else NOT_READY_TEXT
-        return {**common, **_answer_fields(text, (), perplexity=perplexity)}
-    engine_id = "brightdata_perplexity" if perplexity else "brightdata_chatgpt"
-    answer = await compose_answer(state.config, prompt, country, engine_id)
-    return {**common, **_answer_fields(answer.text, answer.citations, perplexity=perplexity)}
+        return {**common, **_answer_fields(text, (), scraper)}
+    answer = await compose_answer(state.config, prompt, country, scraper.engine_id)
+    return {**common, **_answer_fields(answer.text, answer.citations, scraper)}
 
 
 def _answer_fields(
+    markdown: str, citations: tuple[tuple[str, str | None], ...], scraper: Scraper
+) -> Record:
+    engine_id = scraper.engine_id
+    if engine_id in ("brightdata_chatgpt", "brightdata_perplexity"):
+        return _chat_fields(markdown, citations, perplexity=engine_id == "brightdata_perplexity")
+    cited: list[Record] = []
+    for position, (url, title) in enumerate(citations, 1):
+        link = (
+            url + _TEXT_FRAGMENT
+            if engine_id in ("brightdata_gemini", "brightdata_ai_mode")
+            else url
+        )
+        citation: Record = {"title": title, "url": link, "domain": urlsplit(url).hostname}
+        if engine_id == "brightdata_ai_mode" and position == 1:
+            # As some AI Mode records do: the page's URL in `domain`, no `url`.
+            citation = {"title": title, "domain": link}
+        cited.append(citation)
+    plain = _MARKDOWN_LINK.sub(r"\1", markdown).replace("**", "")
+    fields: Record = {
+        "answer_text_markdown": markdown,
+        "links_attached": [
+            {"text": match[1], "url": match[2]} for match in _MARKDOWN_LINK.finditer(markdown)
+        ],
+    }
+    # Some AI Mode examples call the plain answer `answer`.
+    fields["answer" if engine_id == "brightdata_ai_mode" else "answer_text"] = plain
+    # Copilot lists its sources as `sources`.
+    fields["sources" if engine_id == "brightdata_copilot" else "citations"] = cited
+    if scraper.searched_field is not None:
+        fields[scraper.searched_field] = bool(cited)
+    return fields
+
+
+def _chat_fields(
     markdown: str, citations: tuple[tuple[str, str | None], ...], *, perplexity: bool
 ) -> Record:
     cited: list[Record] = []

@@ -10,8 +10,26 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-PROVIDERS = ("openai", "azure_openai", "anthropic", "brightdata", "linkup")
-Provider = Literal["openai", "azure_openai", "anthropic", "brightdata", "linkup"]
+PROVIDERS = (
+    "openai",
+    "azure_openai",
+    "anthropic",
+    "brightdata",
+    "linkup",
+    "gemini",
+    "perplexity",
+    "dataforseo",
+)
+Provider = Literal[
+    "openai",
+    "azure_openai",
+    "anthropic",
+    "brightdata",
+    "linkup",
+    "gemini",
+    "perplexity",
+    "dataforseo",
+]
 
 FaultKind = Literal[
     "server_error",  # 500
@@ -24,6 +42,10 @@ FaultKind = Literal[
     "not_ready",  # BrightData record whose answer is a "still generating" placeholder
     "record_error",  # BrightData record with error / error_code instead of an answer
     "snapshot_failed",  # BrightData snapshot whose progress ends in `failed`
+    "daily_quota",  # Gemini's 429 RESOURCE_EXHAUSTED for a spent per-day quota
+    "redirect_expired",  # Gemini grounding chunk whose redirect link no longer resolves
+    "response_failed",  # Perplexity HTTP 200 whose response has `status: "failed"`
+    "no_ai_overview",  # DataForSEO results page without an AI Overview
 ]
 
 
@@ -53,8 +75,8 @@ class ScriptedCitation(BaseModel):
 
 class ScriptedAnswer(BaseModel):
     """Answer any question containing `match` (case-insensitive) with `text`, on the listed
-    engines (`openai`, `azure_openai`, `anthropic`, `brightdata_chatgpt`,
-    `brightdata_perplexity`, `linkup`) or on all of them."""
+    engines (ids of app.engines.catalogue, e.g. `openai`, `brightdata_grok`, `gemini`) or on
+    all of them."""
 
     match: str
     text: str

@@ -11,6 +11,10 @@ EMULATOR_KEYS = {
     "anthropic_api_key": "sk-ant-test",
     "brightdata_api_key": "test-brightdata-key",
     "linkup_api_key": "test-linkup-key",
+    "gemini_api_key": "test-gemini-key",
+    "perplexity_api_key": "pplx-test",
+    "dataforseo_login": "test@example.com",
+    "dataforseo_password": "test-dataforseo-password",
 }
 
 
@@ -24,6 +28,9 @@ def emulated_engine_settings(emulator_url: str) -> dict[str, object]:
         "anthropic_base_url": emulator_url,
         "brightdata_base_url": emulator_url,
         "linkup_base_url": f"{emulator_url}/v1",
+        "gemini_base_url": emulator_url,
+        "perplexity_base_url": emulator_url,
+        "dataforseo_base_url": emulator_url,
         # The emulator's snapshots are ready at once: polling at the production pace would
         # only add seconds.
         "brightdata_poll_interval_seconds": 0.05,
