@@ -14,6 +14,7 @@ from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimite
 from app.engines.registry import EngineRegistry
 from app.queue.sqs import SqsQueue
 from app.settings import Settings
+from app.webhooks.sender import WebhookSender
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AppContext:
     engines: EngineRegistry
     analyst: Analyst
     clock: Clock
+    webhooks: WebhookSender
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
@@ -55,6 +57,7 @@ class AppContext:
             engines=EngineRegistry(settings, limiter),
             analyst=create_analyst(settings, limiter),
             clock=clock,
+            webhooks=WebhookSender(settings),
         )
 
     def require_queue(self) -> SqsQueue:
@@ -71,6 +74,7 @@ class AppContext:
     async def aclose(self) -> None:
         await self.engines.aclose()
         await self.analyst.aclose()
+        await self.webhooks.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self.queue is not None:

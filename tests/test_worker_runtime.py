@@ -32,7 +32,7 @@ from app.db.models import EvaluationBatch, QuestionRun
 from app.evaluations.jobs import evaluate_org_kind
 from app.jobs import JobControl, JobKind
 from app.logging import JsonFormatter
-from app.queue.messages import EvaluateOrg, Message
+from app.queue.messages import EvaluateOrg
 from app.settings import Settings
 from devtools.emulator.config import EmulatorConfig
 from devtools.emulator.routing import CLIENT_WENT_AWAY
@@ -60,6 +60,8 @@ from tests.worker_support import (
 )
 from worker.runtime import Worker
 
+# The jobs these tests send are all of one kind.
+Message = EvaluateOrg
 Handler = Callable[[AppContext, Message, JobControl], Coroutine[Any, Any, None]]
 
 

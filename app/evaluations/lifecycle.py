@@ -15,10 +15,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
 from app.db.clock import db_now
-from app.db.models import BatchStatus, EvaluationBatch, Org, QuestionRun, RunStatus
+from app.db.models import (
+    BatchStatus,
+    EvaluationBatch,
+    Org,
+    QuestionRun,
+    RunStatus,
+    UsageLedgerEntry,
+)
+from app.db.types import MONEY_PLACES
 from app.errors import ConflictError
-from app.evaluations.billing import charge_completed_runs, lock_batch, lock_partner, release_all
-from app.evaluations.runs import in_flight
+from app.evaluations.billing import (
+    charge_completed_runs,
+    lock_batch,
+    lock_partner,
+    money_sum,
+    release_all,
+)
+from app.evaluations.runs import in_flight, status_counts
+from app.webhooks.outbox import emit_event, stable_event_id
 
 LIVE = (BatchStatus.PENDING, BatchStatus.RUNNING)
 MAX_BATCH_ERROR = 500
@@ -28,6 +43,8 @@ _ACTIONS = {
     BatchStatus.FAILED: "batch.failed",
     BatchStatus.CANCELLED: "batch.cancelled",
 }
+# What partners' webhooks are told of when a batch ends.
+_EVENTS = {BatchStatus.COMPLETED: "batch.completed", BatchStatus.FAILED: "batch.failed"}
 
 
 async def finish_batch(
@@ -70,8 +87,38 @@ async def finish_batch(
         resource_id=batch_id,
         details=details or {},
     )
+    if status in _EVENTS:
+        await _emit_batch_event(session, batch, partner.id, _EVENTS[status])
     await session.flush()
     return True
+
+
+async def _emit_batch_event(
+    session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID, event_type: str
+) -> None:
+    """Tell the partner's webhooks, in the transaction that ended the batch."""
+    counts = await status_counts(session, batch.id)
+    charges = await session.scalars(
+        select(UsageLedgerEntry.amount).where(UsageLedgerEntry.batch_id == batch.id)
+    )
+    await emit_event(
+        session,
+        partner_id=partner_id,
+        type=event_type,
+        payload={
+            "batch_id": str(batch.id),
+            "org_id": str(batch.org_id),
+            "batch_date": batch.batch_date.isoformat(),
+            "status": batch.status.value,
+            "total_runs": sum(counts.values()),
+            "completed_runs": counts.get(RunStatus.COMPLETED, 0),
+            "failed_runs": counts.get(RunStatus.FAILED, 0),
+            "charged_amount": str(money_sum(list(charges)).quantize(MONEY_PLACES)),
+            "error": batch.error,
+        },
+        # One event per ending: a failed batch may be resumed, and then end again.
+        event_id=stable_event_id(event_type, batch.id, batch.completed_at),
+    )
 
 
 async def request_cancel(

@@ -193,7 +193,7 @@ async def _insert_runs(
     ]
     await session.execute(
         insert_ignoring_conflicts(
-            session, QuestionRun, ["batch_id", "question_id", "engine_id", "location"]
+            session, QuestionRun, ["batch_id", "question_id", "engine_id", "location", "sample"]
         ),
         rows,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -33,8 +33,20 @@ class EvaluateOrg(_Message):
         return {"org_id": self.org_id, "batch_id": self.batch_id}
 
 
-# One member today; new job types join this union and the worker's handler registry.
-Message = EvaluateOrg
+class DeliverWebhook(_Message):
+    """Make one attempt of a webhook delivery (or, before it is due, wait on)."""
+
+    type: Literal["deliver_webhook"] = "deliver_webhook"
+    delivery_id: uuid.UUID
+    # The attempt this message is for: once that attempt is made, copies of it are stale.
+    attempt: int = Field(ge=1)
+
+    def log_ids(self) -> dict[str, object]:
+        return {"delivery_id": self.delivery_id, "attempt": self.attempt}
+
+
+# New job types join this union and the worker's handler registry.
+Message = Annotated[EvaluateOrg | DeliverWebhook, Field(discriminator="type")]
 MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
 
