@@ -15,6 +15,7 @@ from app.engines.registry import EngineRegistry
 from app.metrics import TimedRateLimiter
 from app.queue.sqs import SqsQueue
 from app.settings import Settings
+from app.webhooks.sender import WebhookSender
 
 
 @dataclass
@@ -27,6 +28,7 @@ class AppContext:
     engines: EngineRegistry
     analyst: Analyst
     clock: Clock
+    webhooks: WebhookSender
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
@@ -57,6 +59,7 @@ class AppContext:
             engines=EngineRegistry(settings, limiter),
             analyst=create_analyst(settings, limiter),
             clock=clock,
+            webhooks=WebhookSender(settings),
         )
 
     def require_queue(self) -> SqsQueue:
@@ -73,6 +76,7 @@ class AppContext:
     async def aclose(self) -> None:
         await self.engines.aclose()
         await self.analyst.aclose()
+        await self.webhooks.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self.queue is not None:

@@ -91,8 +91,10 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # Library chatter at INFO drowns the events that matter.
+    # Library chatter at INFO drowns the events that matter; httpx's would also log every
+    # webhook URL in full, and some carry a token in their path or query.
     for noisy in (
+        "httpx",
         "botocore",
         "boto3",
         "urllib3",

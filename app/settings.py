@@ -6,7 +6,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///./senso.db"
@@ -188,6 +188,18 @@ class Settings(BaseSettings):
     simulated_latency_ms: int = Field(default=40, ge=0)
     simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
 
+    # Webhooks: delivery to partners' endpoints
+    # Lets endpoints use http and loopback addresses: local use and the tests only.
+    webhook_allow_insecure_urls: bool = False
+    # One attempt, all in: resolving the host, connecting, sending, the response's status line.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Waits before each retry of a failed attempt (s, m, h suffixes); then the delivery fails.
+    webhook_retry_schedule: str = "5s,5m,30m,2h,5h,10h,10h"
+    # The longest delay a retry message carries (SQS allows 900 s): a longer wait is re-sent.
+    webhook_max_delay_seconds: int = Field(default=900, ge=1, le=900)
+    # A due delivery whose message has not been acted on for this long is sent again.
+    webhook_resend_after_seconds: int = Field(default=120, ge=1)
+
     # Defaults for new partners
     default_price_per_run: Decimal = Field(default=Decimal("0.05"), ge=0)
 
@@ -246,6 +258,17 @@ class Settings(BaseSettings):
     def trusted_host_patterns(self) -> list[str]:
         return _items(self.trusted_hosts)
 
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _valid_retry_schedule(cls, value: str) -> str:
+        parse_durations(value)
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> tuple[int, ...]:
+        """Seconds to wait after each failed attempt, in order."""
+        return parse_durations(self.webhook_retry_schedule)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.get_secret_value().startswith("sqlite")
@@ -253,6 +276,21 @@ class Settings(BaseSettings):
 
 def _items(value: str | None) -> list[str]:
     return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_durations(text: str) -> tuple[int, ...]:
+    """Durations such as `5s,5m,2h` in seconds, (5, 300, 7200); a bare number is seconds."""
+    durations = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        value, unit = (item[:-1], item[-1]) if item[-1:] in _UNITS else (item, "s")
+        if not value.isdigit() or int(value) <= 0:
+            raise ValueError(f"{item!r} is not a duration such as 30s, 5m or 2h")
+        durations.append(int(value) * _UNITS[unit])
+    return tuple(durations)
 
 
 @lru_cache(maxsize=1)

@@ -26,6 +26,7 @@ from app.health import check_dependencies
 from app.orgs.router import router as orgs_router
 from app.partners.router import router as partners_router
 from app.settings import Settings
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.include_router(orgs_router)
     app.include_router(evaluations_router)
     app.include_router(engines_router)
+    app.include_router(webhooks_router)
     _add_error_handlers(app)
     _add_health(app)
     install_edge(app, settings)

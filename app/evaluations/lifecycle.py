@@ -15,13 +15,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
 from app.db.clock import db_now
-from app.db.models import BatchStatus, EvaluationBatch, Org, QuestionRun, RunStatus
+from app.db.models import (
+    BatchStatus,
+    EvaluationBatch,
+    Org,
+    QuestionRun,
+    RunStatus,
+    UsageLedgerEntry,
+)
+from app.db.types import MONEY_PLACES
 from app.errors import ConflictError
-from app.evaluations.billing import charge_completed_runs, lock_batch, lock_partner, release_all
-from app.evaluations.runs import in_flight
+from app.evaluations.billing import (
+    charge_completed_runs,
+    lock_batch,
+    lock_partner,
+    money_sum,
+    release_all,
+)
+from app.evaluations.runs import in_flight, status_counts
 from app.evaluations.summaries import store_summary
+from app.evaluations.trends import changes
+from app.webhooks.outbox import emit_event, stable_event_id
 
 LIVE = (BatchStatus.PENDING, BatchStatus.RUNNING)
+# The windows a completed batch's metric.changed events compare (GET /changes?window=7).
+CHANGE_WINDOW_DAYS = 7
 MAX_BATCH_ERROR = 500
 
 _ACTIONS = {
@@ -29,6 +47,8 @@ _ACTIONS = {
     BatchStatus.FAILED: "batch.failed",
     BatchStatus.CANCELLED: "batch.cancelled",
 }
+# What partners' webhooks are told of when a batch ends.
+_EVENTS = {BatchStatus.COMPLETED: "batch.completed", BatchStatus.FAILED: "batch.failed"}
 
 
 async def finish_batch(
@@ -73,8 +93,75 @@ async def finish_batch(
         resource_id=batch_id,
         details=details or {},
     )
+    if status in _EVENTS:
+        await _emit_batch_event(session, batch, partner.id, _EVENTS[status])
+    if status == BatchStatus.COMPLETED:
+        await _emit_metric_changes(session, batch, partner.id)
     await session.flush()
     return True
+
+
+async def _emit_metric_changes(
+    session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID
+) -> None:
+    """`metric.changed` for each change verdict up or down now this batch has completed: the
+    last CHANGE_WINDOW_DAYS up to its date against the days before, as GET /changes says."""
+    found = await changes(session, batch.org_id, CHANGE_WINDOW_DAYS, batch.batch_date)
+    for metric, scopes in found.metrics.items():
+        compared = [
+            ("overall", "", scopes.overall),
+            *(("engine", key, change) for key, change in scopes.by_engine.items()),
+            *(("location", key, change) for key, change in scopes.by_location.items()),
+        ]
+        for scope, key, change in compared:
+            if change.verdict == "within_noise":
+                continue
+            await emit_event(
+                session,
+                partner_id=partner_id,
+                type="metric.changed",
+                payload={
+                    "org_id": str(batch.org_id),
+                    "batch_id": str(batch.id),
+                    "batch_date": batch.batch_date.isoformat(),
+                    "metric": metric,
+                    "scope": scope,
+                    "key": key or None,
+                    "window_days": found.window,
+                    "current_window": found.current.model_dump(mode="json"),
+                    "previous_window": found.previous.model_dump(mode="json"),
+                    **change.model_dump(mode="json"),
+                },
+                event_id=stable_event_id("metric.changed", batch.id, metric, scope, key),
+            )
+
+
+async def _emit_batch_event(
+    session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID, event_type: str
+) -> None:
+    """Tell the partner's webhooks, in the transaction that ended the batch."""
+    counts = await status_counts(session, batch.id)
+    charges = await session.scalars(
+        select(UsageLedgerEntry.amount).where(UsageLedgerEntry.batch_id == batch.id)
+    )
+    await emit_event(
+        session,
+        partner_id=partner_id,
+        type=event_type,
+        payload={
+            "batch_id": str(batch.id),
+            "org_id": str(batch.org_id),
+            "batch_date": batch.batch_date.isoformat(),
+            "status": batch.status.value,
+            "total_runs": sum(counts.values()),
+            "completed_runs": counts.get(RunStatus.COMPLETED, 0),
+            "failed_runs": counts.get(RunStatus.FAILED, 0),
+            "charged_amount": str(money_sum(list(charges)).quantize(MONEY_PLACES)),
+            "error": batch.error,
+        },
+        # One event per ending: a failed batch may be resumed, and then end again.
+        event_id=stable_event_id(event_type, batch.id, batch.completed_at),
+    )
 
 
 async def request_cancel(

@@ -35,6 +35,7 @@ from app.extraction import OrgProfile, registrable_domain
 from app.jobs import JobControl
 from app.logging import log_context
 from app.queue.messages import EvaluateOrg
+from app.webhooks.outbox import dispatch_outbox
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,9 @@ async def _end(
             details=details,
         )
         await session.commit()
+    if ended:
+        # The batch's webhook events were written with its end; sent now it is committed.
+        await dispatch_outbox(context)
     return ended
 
 

@@ -44,8 +44,20 @@ class RescoreOrg(_Message):
         return {"org_id": self.org_id, "rescore_id": self.rescore_id}
 
 
+class DeliverWebhook(_Message):
+    """Make one attempt of a webhook delivery (or, before it is due, wait on)."""
+
+    type: Literal["deliver_webhook"] = "deliver_webhook"
+    delivery_id: uuid.UUID
+    # The attempt this message is for: once that attempt is made, copies of it are stale.
+    attempt: int = Field(ge=1)
+
+    def log_ids(self) -> dict[str, object]:
+        return {"delivery_id": self.delivery_id, "attempt": self.attempt}
+
+
 # New job types join this union and the worker's handler registry.
-Message = Annotated[EvaluateOrg | RescoreOrg, Field(discriminator="type")]
+Message = Annotated[EvaluateOrg | RescoreOrg | DeliverWebhook, Field(discriminator="type")]
 MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
 

@@ -1,0 +1,1 @@
+"""Webhooks: partners' endpoints, signed events from an outbox, delivery by the worker."""
