@@ -92,24 +92,25 @@ def test_demo_runs_the_embedded_default_end_to_end(tmp_path: Path) -> None:
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
     }
-    result = senso("demo", "--questions", "5", "--timeout", "120", env=env, timeout=180)
+    args = ("--questions", "3", "--engines", "openai,anthropic", "--timeout", "120")
+    result = senso("demo", *args, env=env, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "database: embedded SQLite" in out
     assert "queue: in-process SQS endpoint" in out
     assert "→ 202" in out
-    # 5 questions × 3 engines × 2 countries, asked twice; 6 earlier days backfilled first.
+    # 3 questions × 2 engines × 2 countries, asked twice; 6 earlier days backfilled first.
     assert "2 samples per cell" in out
-    assert out.count(": completed, 60 answers") == 6
-    assert "60 runs" in out
-    assert "admitted: 3.000000 reserved of the balance 82.000000, 79.000000 available" in out
-    assert "completed  60/60 completed, 0 failed, 60 charged" in out
+    assert out.count(": completed, 24 answers") == 6
+    assert "24 runs" in out
+    assert "admitted: 1.200000 reserved of the balance 92.800000, 91.600000 available" in out
+    assert "completed  24/24 completed, 0 failed, 24 charged" in out
     assert "Results (simulated engines)" in out
     assert "2–2 asks per cell; 95% intervals: bootstrap over questions" in out
     assert re.search(r"visibility +\d+% \[\d+%–\d+%\] of answers mention the org", out)
-    assert "partner balance now 79.000000 (0.000000 still reserved)" in out
+    assert "partner balance now 91.600000 (0.000000 still reserved)" in out
     assert "visibility, last 7 days (95% interval; cells / answers)" in out
-    trend = re.findall(r"^  \d{4}-\d{2}-\d{2} +\d+% +\[\d+%–\d+%\]  30 / 60$", out, re.M)
+    trend = re.findall(r"^  \d{4}-\d{2}-\d{2} +\d+% +\[\d+%–\d+%\]  12 / 24$", out, re.M)
     assert len(trend) == 7, out
     assert "last 3 days against the 3 before:" in out
 
@@ -122,12 +123,13 @@ def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:
         if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
     }
     # No --engines: with the emulator the demo asks every engine of the catalogue.
-    args = ("--questions", "1", "--locations", "US", "--emulator", "--backfill-days", "0")
+    args = ("--questions", "1", "--locations", "US", "--emulator")
+    args += ("--samples", "1", "--backfill-days", "0")
     result = senso("demo", *args, env=env, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "engines: real clients against the engine emulator" in out
-    runs = 2 * len(ENGINE_IDS)  # two samples per cell
+    runs = len(ENGINE_IDS)
     assert f"completed  {runs:>2}/{runs} completed, 0 failed, {runs} charged" in out
     assert "Results (real engine clients, answers from the engine emulator)" in out
     for engine in ENGINE_IDS:

@@ -4,7 +4,8 @@ and every answer must be no server error and match the document: a declared stat
 content type, headers and body schema.
 
 Bounded: a fixed number of examples per operation and mode, no shrinking, no example
-database, so the run takes the same few seconds every time.
+database, so the run takes the same few seconds every time; and in time, since every request
+has its own timeout, the run can last no longer than examples × timeout.
 """
 
 from __future__ import annotations

@@ -28,14 +28,14 @@ from tests.worker_support import eventually
 # Runs processes of its own: never beside another test that does (see pyproject.toml).
 pytestmark = pytest.mark.xdist_group("processes")
 
-KILLS = 10
-ORGS = 12
+KILLS = 6
+ORGS = 10
 INITIAL = Decimal("10.00")
 PRICE = Decimal("0.05")
 # Quick to notice a crash: messages reappear after 5 s, leases end after 1.5 s, and the
 # reconciler looks every half second.
 CRASH_ENV = {
-    # Slow enough that the work outlasts ten kills and restarts.
+    # Slow enough that the work outlasts the kills and restarts.
     "SIMULATED_LATENCY_MS": "200",
     "RUN_CONCURRENCY": "1",
     "WORKER_CONCURRENCY": "2",
