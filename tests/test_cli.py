@@ -123,7 +123,7 @@ def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:
         if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
     }
     # No --engines: with the emulator the demo asks every engine of the catalogue.
-    args = ("--questions", "1", "--locations", "US", "--emulator")
+    args: tuple[str, ...] = ("--questions", "1", "--locations", "US", "--emulator")
     args += ("--samples", "1", "--backfill-days", "0")
     result = senso("demo", *args, env=env, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
