@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -21,27 +22,29 @@ from worker.runtime import Worker
 @contextlib.asynccontextmanager
 async def serve_api(settings: Settings, context: AppContext) -> AsyncIterator[str]:
     """Serve the real API over HTTP on a free loopback port; yields its base URL."""
+    options = server_options(settings)
+    async with serve_asgi(create_app(settings, context), lifespan="on", **options) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(app: Callable[..., Any], **options: Any) -> AsyncIterator[int]:
+    """Serve an ASGI app with uvicorn on a free loopback port until the block ends; yields
+    the port. `options` are uvicorn.Config's."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only then,
     # and without it every response body waits out a delayed ACK (about 40 ms).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings, context),
-        log_level="warning",
-        log_config=None,
-        lifespan="on",
-        **server_options(settings),
-    )
+    config = uvicorn.Config(app, log_level="warning", log_config=None, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():
                 await task
-                raise RuntimeError("the API server did not start")
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+                raise RuntimeError(f"{type(app).__name__} did not start")
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         await task

@@ -17,7 +17,7 @@ from app.context import AppContext
 from app.db.models import QuestionRun, RunCitation, RunMention
 from app.settings import Settings
 from devtools.embedded import run_worker_task
-from devtools.emulator.config import Brand, EmulatorConfig, Fault, ScriptedAnswer
+from devtools.emulator.config import PROVIDERS, Brand, EmulatorConfig, Fault, ScriptedAnswer
 from devtools.emulator.server import EmulatorServer
 from devtools.emulator.wiring import emulated_engine_settings
 from tests.conftest import make_settings
@@ -58,19 +58,7 @@ def settings(
         max_failed_run_ratio=0.6,
         openai_timeout_seconds=0.5,
         anthropic_timeout_seconds=0.5,
-        **{
-            f"{engine}_requests_per_minute": FAST
-            for engine in (
-                "openai",
-                "azure_openai",
-                "anthropic",
-                "brightdata",
-                "linkup",
-                "gemini",
-                "perplexity",
-                "dataforseo",
-            )
-        },
+        **{f"{engine}_requests_per_minute": FAST for engine in PROVIDERS},
     )
 
 

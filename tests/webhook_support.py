@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +21,7 @@ from sqlalchemy import select
 
 from app.context import AppContext
 from app.db.models import WebhookAttempt, WebhookDelivery
+from devtools.embedded import serve_asgi
 
 # A status code to answer with, or "hang": hold the request unanswered (until the test ends).
 Answer = int | Literal["hang"]
@@ -71,34 +70,20 @@ async def receiver(
     """Serve a Receiver on a free loopback port (over HTTPS with `certificates`); its `url` is
     that of /hooks."""
     app = Receiver(default=default)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    async with serve_asgi(
         app,
-        log_level="warning",
-        log_config=None,
         lifespan="off",
         timeout_graceful_shutdown=1,
         ssl_certfile=certificates.chain if certificates else None,
         ssl_keyfile=certificates.key if certificates else None,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                await task
-                raise RuntimeError("the webhook receiver did not start")
-            await asyncio.sleep(0.01)
-        scheme = "https" if certificates is not None else "http"
-        app.url = f"{scheme}://127.0.0.1:{port}/hooks"
-        yield app
-    finally:
-        app.released.set()
-        server.should_exit = True
-        await task
-        sock.close()
+    ) as port:
+        try:
+            scheme = "https" if certificates is not None else "http"
+            app.url = f"{scheme}://127.0.0.1:{port}/hooks"
+            yield app
+        finally:
+            # A hanging answer is let go first, or the server's shutdown would wait for it.
+            app.released.set()
 
 
 async def attempts_of(context: AppContext, delivery_id: uuid.UUID) -> list[WebhookAttempt]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
-from sqlalchemy import Result, select
+from sqlalchemy import select
 
-from app.db.models import QuestionRun, RunCitation, RunCompetitor, RunMention
+from app.db.models import QuestionRun
 from app.db.session import SessionFactory
-from app.evaluations.results import RUN_ORDER
-from app.evaluations.schemas import TrendRead
+from app.evaluations.metrics import Metric
+from app.evaluations.results import RUN_ORDER, run_reads
+from app.evaluations.schemas import RunRead, TrendPoint
 
 CHUNK = 500
 RUN_COLUMNS = (
@@ -62,8 +63,8 @@ def _text(value: object) -> str:
 
 
 async def run_rows(sessions: SessionFactory, batch_id: uuid.UUID) -> AsyncIterator[str]:
-    """The header, then one line per run in the order of the JSON results, read in chunks
-    from a session of its own (the request's has ended by the time the body streams)."""
+    """The header, then one line per run as the JSON results read it, in their order, a
+    page at a time from a session of its own (the request's has ended when the body streams)."""
     yield _line(RUN_COLUMNS)
     offset = 0
     while True:
@@ -77,76 +78,50 @@ async def run_rows(sessions: SessionFactory, batch_id: uuid.UUID) -> AsyncIterat
                     .offset(offset)
                 )
             )
-            ids = [run.id for run in runs]
-            mentions = {
-                m.run_id: m
-                for m in await session.scalars(select(RunMention).where(RunMention.run_id.in_(ids)))
-            }
-            competitors = _joined(
-                await session.execute(
-                    select(RunCompetitor.run_id, RunCompetitor.name)
-                    .where(RunCompetitor.run_id.in_(ids))
-                    .order_by(RunCompetitor.name)
-                )
-            )
-            domains = _joined(
-                await session.execute(
-                    select(RunCitation.run_id, RunCitation.domain)
-                    .where(RunCitation.run_id.in_(ids), RunCitation.domain.is_not(None))
-                    .order_by(RunCitation.rank)
-                )
-            )
-        for run in runs:
-            mention = mentions.get(run.id)
-            yield _line(
-                [
-                    _text(v)
-                    for v in (
-                        run.id,
-                        run.question_text,
-                        run.engine_id,
-                        run.location,
-                        run.sample,
-                        run.status.value,
-                        run.model,
-                        run.searched,
-                        None if mention is None else mention.mentioned and not mention.negated,
-                        None if mention is None else mention.list_position,
-                        None if mention is None else mention.sentiment,
-                        competitors.get(run.id),
-                        domains.get(run.id),
-                        run.cost,
-                    )
-                ]
-            )
+            reads = await run_reads(session, runs)
+        for run in reads:
+            yield _line([_text(v) for v in _run_values(run)])
         if len(runs) < CHUNK:
             return
         offset += CHUNK
 
 
-def _joined(rows: Result[uuid.UUID, str | None]) -> dict[uuid.UUID, str]:
-    names: dict[uuid.UUID, list[str | None]] = {}
-    for run_id, name in rows.all():
-        found = names.setdefault(run_id, [])
-        if name not in found:
-            found.append(name)
-    return {run_id: LIST_SEPARATOR.join(n for n in found if n) for run_id, found in names.items()}
+def _run_values(run: RunRead) -> tuple[object, ...]:
+    mention = run.mention
+    return (
+        run.run_id,
+        run.question,
+        run.engine,
+        run.location,
+        run.sample,
+        run.status.value,
+        run.model,
+        run.searched,
+        None if mention is None else mention.mentioned and not mention.negated,
+        None if mention is None else mention.list_position,
+        None if mention is None else mention.sentiment,
+        LIST_SEPARATOR.join(sorted(dict.fromkeys(c.name for c in run.competitors))),
+        LIST_SEPARATOR.join(dict.fromkeys(c.domain for c in run.citations if c.domain)),
+        run.cost,
+    )
 
 
-async def trend_rows(trends: Iterable[TrendRead]) -> AsyncIterator[str]:
+async def trend_rows(
+    points: Mapping[Metric, Sequence[TrendPoint]], engine: str | None, location: str | None
+) -> AsyncIterator[str]:
     yield _line(TREND_COLUMNS)
-    for trend in trends:
-        for point in trend.points:
+    for metric, periods in points.items():
+        for point in periods:
             low, high = point.interval if point.interval is not None else (None, None)
             yield _line(
                 [
                     _text(v)
                     for v in (
-                        trend.metric,
+                        metric.value,
                         point.period.start,
                         point.period.end,
-                        trend.engine,
-                        trend.location,
+                        engine,
+                        location,
                         point.value,
                         low,
                         high,

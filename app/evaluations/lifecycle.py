@@ -35,7 +35,7 @@ from app.evaluations.billing import (
 from app.evaluations.runs import in_flight, status_counts
 from app.evaluations.summaries import store_summary
 from app.evaluations.trends import changes
-from app.webhooks.outbox import emit_event, stable_event_id
+from app.webhooks.outbox import emit_event, stable_event_id, subscribed_endpoints
 
 LIVE = (BatchStatus.PENDING, BatchStatus.RUNNING)
 # The windows a completed batch's metric.changed events compare (GET /changes?window=7).
@@ -105,7 +105,11 @@ async def _emit_metric_changes(
     session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID
 ) -> None:
     """`metric.changed` for each change verdict up or down now this batch has completed: the
-    last CHANGE_WINDOW_DAYS up to its date against the days before, as GET /changes says."""
+    last CHANGE_WINDOW_DAYS up to its date against the days before, as GET /changes says.
+    Worked out only for a partner with an endpoint that wants it: the comparison reads two
+    windows of cells and bootstraps every metric, engine and country."""
+    if not await subscribed_endpoints(session, partner_id, "metric.changed"):
+        return
     found = await changes(session, batch.org_id, CHANGE_WINDOW_DAYS, batch.batch_date)
     for metric, scopes in found.metrics.items():
         compared = [

@@ -14,7 +14,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
 
 from app.analysis.names import name_key
@@ -77,7 +76,6 @@ class RunFacts:
     competitors: frozenset[str]
     domains: frozenset[str]
     has_citations: bool
-    cost: Decimal | None = None
 
     @property
     def cell(self) -> CellKey:

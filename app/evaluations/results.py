@@ -26,6 +26,15 @@ from app.evaluations.schemas import (
 from app.evaluations.summaries import compute_summary
 from app.pagination import PageParams
 
+# Runs in a stable order: by cell, then by ask.
+RUN_ORDER = (
+    QuestionRun.question_text,
+    QuestionRun.engine_id,
+    QuestionRun.location,
+    QuestionRun.sample,
+    QuestionRun.id,
+)
+
 
 async def batch_summary(session: AsyncSession, batch: EvaluationBatch) -> BatchSummary:
     """The stored summary of a completed batch; a live one's, computed now."""
@@ -56,24 +65,15 @@ async def batch_results(
         batch_id=batch.id,
         status=batch.status,
         summarised_at=batch.summarised_at,
-        runs=await _run_reads(session, runs),
+        runs=await run_reads(session, runs),
         total=total,
         limit=page.limit,
         offset=page.offset,
     )
 
 
-# Runs in a stable order: by cell, then by ask.
-RUN_ORDER = (
-    QuestionRun.question_text,
-    QuestionRun.engine_id,
-    QuestionRun.location,
-    QuestionRun.sample,
-    QuestionRun.id,
-)
-
-
-async def _run_reads(session: AsyncSession, runs: list[QuestionRun]) -> list[RunRead]:
+async def run_reads(session: AsyncSession, runs: list[QuestionRun]) -> list[RunRead]:
+    """The runs with their mention, competitors and citations: three queries a page."""
     run_ids = [run.id for run in runs]
     mentions = {
         m.run_id: m

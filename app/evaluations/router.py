@@ -168,11 +168,11 @@ async def export_trends(
     """The trend points as CSV: one row per metric and period."""
     org = await get_org(session, principal, org_id)
     start, end = trends.trend_range(context.clock.today(), date_from, date_to, granularity)
-    computed = [
-        await trends.trend(session, org.id, m, start, end, granularity, engine, location)
-        for m in ([metric] if metric is not None else TREND_METRICS)
-    ]
-    return _csv(exports.trend_rows(computed), f"org-{org.id}-trends.csv")
+    metrics = [metric] if metric is not None else list(TREND_METRICS)
+    points = await trends.trend_points(
+        session, org.id, metrics, start, end, granularity, engine, location
+    )
+    return _csv(exports.trend_rows(points, engine, location), f"org-{org.id}-trends.csv")
 
 
 @router.get("/orgs/{org_id}/changes")

@@ -81,9 +81,9 @@ def estimate(sums: Mapping[Hashable, QuestionSums], seed: int) -> Estimate:
     cells = sum(s.cells for s in sums.values())
     answers = sum(s.answers for s in sums.values())
     n = len(sums)
-    if cells == 0:
+    value = mean(sums)
+    if value is None:
         return Estimate(None, None, "no answers to measure", 0, 0, 0)
-    value = sum(s.total for s in sums.values()) / cells
     if n < MIN_QUESTIONS:
         note = f"fewer than {MIN_QUESTIONS} questions with answers ({n}): no interval"
         return Estimate(_round(value), None, note, cells, answers, n)
@@ -101,16 +101,19 @@ def difference(
     """current − previous, with the questions of both windows resampled together (a question
     asked in both is one draw), and the interval a verdict is read from: Bonferroni-adjusted
     for the `family` comparisons reported beside it, so pure noise seldom reads as a change."""
-    if not current or not previous:
-        side = "current" if not current else "previous"
+    now, before = mean(current), mean(previous)
+    if now is None or before is None:
+        side = "current" if now is None else "previous"
         return Difference(None, None, None, f"no answers in the {side} window")
-    value = _mean(current) - _mean(previous)
+    value = now - before
     questions = set(current) | set(previous)
     if len(questions) < MIN_QUESTIONS:
         note = f"fewer than {MIN_QUESTIONS} questions with answers ({len(questions)}): no interval"
         return Difference(_round(value), None, None, note)
-    now, before = _replicates([current, previous], seed, questions=sorted(questions, key=str))
-    diffs = now - before
+    replicated_now, replicated_before = _replicates(
+        [current, previous], seed, questions=sorted(questions, key=str)
+    )
+    diffs = replicated_now - replicated_before
     diffs = diffs[~np.isnan(diffs)]
     n = len(questions)
     alpha = 1 - CONFIDENCE
@@ -135,8 +138,10 @@ def verdict(change: Difference) -> str:
     return "within_noise"
 
 
-def _mean(sums: Mapping[Hashable, QuestionSums]) -> float:
-    return sum(s.total for s in sums.values()) / sum(s.cells for s in sums.values())
+def mean(sums: Mapping[Hashable, QuestionSums]) -> float | None:
+    """The mean over the cells of every question; None with no cell."""
+    cells = sum(s.cells for s in sums.values())
+    return sum(s.total for s in sums.values()) / cells if cells else None
 
 
 def _replicates(

@@ -174,9 +174,14 @@ def methodology(runs: Sequence[RunFacts]) -> MethodologyRead:
 
 
 def summarise(
-    batch_id: uuid.UUID, runs: Sequence[RunFacts], tracked: TrackedBrands
+    batch_id: uuid.UUID,
+    runs: Sequence[RunFacts],
+    tracked: TrackedBrands,
+    values: CellValues | None = None,
 ) -> BatchSummary:
-    values = cell_values(runs, tracked)
+    """What the runs add up to; `values` are their cells' values when the caller has them."""
+    if values is None:
+        values = cell_values(runs, tracked)
 
     def group(scope: str, key: str) -> SummaryRead:
         def within(engine: str, location: str) -> bool:
@@ -216,7 +221,6 @@ async def load_run_facts(session: AsyncSession, batch_id: uuid.UUID) -> list[Run
                 QuestionRun.surface_present,
                 QuestionRun.analysed,
                 QuestionRun.extraction_version,
-                QuestionRun.cost,
                 RunMention.mentioned,
                 RunMention.list_position,
                 RunMention.org_cited,
@@ -262,7 +266,6 @@ async def load_run_facts(session: AsyncSession, batch_id: uuid.UUID) -> list[Run
             competitors=frozenset(competitors.get(row.id, ())),
             domains=frozenset(domains.get(row.id, ())),
             has_citations=row.id in domains,
-            cost=row.cost,
         )
         for row in rows
     ]
@@ -280,10 +283,16 @@ async def names_by_run(
     return names
 
 
-async def compute_summary(session: AsyncSession, batch: EvaluationBatch) -> BatchSummary:
+async def _facts(
+    session: AsyncSession, batch: EvaluationBatch
+) -> tuple[list[RunFacts], TrackedBrands]:
     org = await session.get_one(Org, batch.org_id)
-    runs = await load_run_facts(session, batch.id)
-    return summarise(batch.id, runs, TrackedBrands.of(org.competitors))
+    return await load_run_facts(session, batch.id), TrackedBrands.of(org.competitors)
+
+
+async def compute_summary(session: AsyncSession, batch: EvaluationBatch) -> BatchSummary:
+    runs, tracked = await _facts(session, batch)
+    return summarise(batch.id, runs, tracked)
 
 
 async def store_summary(
@@ -291,12 +300,11 @@ async def store_summary(
 ) -> BatchSummary:
     """Compute the batch's summary and cell rows and write them, replacing what was there, in
     the caller's transaction."""
-    org = await session.get_one(Org, batch.org_id)
-    runs = await load_run_facts(session, batch.id)
-    tracked = TrackedBrands.of(org.competitors)
-    summary = summarise(batch.id, runs, tracked)
+    runs, tracked = await _facts(session, batch)
+    values = cell_values(runs, tracked)
+    summary = summarise(batch.id, runs, tracked, values)
     await session.execute(delete(CellMetric).where(CellMetric.batch_id == batch.id))
-    session.add_all(_cell_rows(batch, cell_values(runs, tracked)))
+    session.add_all(_cell_rows(batch, values))
     batch.summary = summary.model_dump(mode="json")
     batch.summarised_at = now
     await session.flush()

@@ -130,6 +130,37 @@ def trend_range(
     return start, end
 
 
+async def trend_points(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    metrics: Sequence[Metric],
+    start: date,
+    end: date,
+    granularity: Granularity,
+    engine: str | None,
+    location: str | None,
+) -> dict[Metric, list[TrendPoint]]:
+    """Each metric's points, one per period in range, from one read of the cells."""
+    cells = await _cells(session, org_id, metrics, start, end, engine, location)
+    points: dict[Metric, list[TrendPoint]] = {}
+    for metric in metrics:
+        by_period: defaultdict[date, list[_Cell]] = defaultdict(list)
+        for cell in cells[metric]:
+            by_period[_period_start(cell.batch_date, granularity)].append(cell)
+        points[metric] = []
+        for period in _periods(start, end, granularity):
+            last = period if granularity == Granularity.DAY else period + timedelta(days=6)
+            seed = stats.seed_of("trend", org_id, metric, engine, location, granularity, period)
+            estimate = stats.estimate(_sums(by_period.get(period, [])), seed)
+            points[metric].append(
+                TrendPoint(
+                    period=Period(start=max(period, start), end=min(last, end)),
+                    **estimate_read(estimate).model_dump(),
+                )
+            )
+    return points
+
+
 async def trend(
     session: AsyncSession,
     org_id: uuid.UUID,
@@ -140,21 +171,9 @@ async def trend(
     engine: str | None,
     location: str | None,
 ) -> TrendRead:
-    cells = (await _cells(session, org_id, [metric], start, end, engine, location))[metric]
-    by_period: defaultdict[date, list[_Cell]] = defaultdict(list)
-    for cell in cells:
-        by_period[_period_start(cell.batch_date, granularity)].append(cell)
-    points = []
-    for period in _periods(start, end, granularity):
-        last = period if granularity == Granularity.DAY else period + timedelta(days=6)
-        seed = stats.seed_of("trend", org_id, metric, engine, location, granularity, period)
-        estimate = stats.estimate(_sums(by_period.get(period, [])), seed)
-        points.append(
-            TrendPoint(
-                period=Period(start=max(period, start), end=min(last, end)),
-                **estimate_read(estimate).model_dump(),
-            )
-        )
+    points = await trend_points(
+        session, org_id, [metric], start, end, granularity, engine, location
+    )
     return TrendRead(
         org_id=org_id,
         metric=metric,
@@ -163,7 +182,7 @@ async def trend(
         location=location,
         start=start,
         end=end,
-        points=points,
+        points=points[metric],
         methodology=await trend_methodology(session, org_id, start, end, engine, location),
     )
 
@@ -249,18 +268,9 @@ def _completed_cells(
     return conditions
 
 
-def check_window(window: int) -> None:
-    if not 1 <= window <= MAX_WINDOW_DAYS:
-        raise InvalidInputError(
-            f"window must be 1 to {MAX_WINDOW_DAYS} days, not {window}",
-            code="invalid_window",
-        )
-
-
 async def changes(session: AsyncSession, org_id: uuid.UUID, window: int, end: date) -> ChangesRead:
     """The last `window` days up to `end` against the `window` days before, per headline
     metric overall, per engine and per country."""
-    check_window(window)
     current_start = end - timedelta(days=window - 1)
     previous_end = current_start - timedelta(days=1)
     previous_start = previous_end - timedelta(days=window - 1)
@@ -311,5 +321,5 @@ async def changes(session: AsyncSession, org_id: uuid.UUID, window: int, end: da
 
 
 def _mean(sums: dict[Hashable, stats.QuestionSums]) -> float | None:
-    cells = sum(s.cells for s in sums.values())
-    return round(sum(s.total for s in sums.values()) / cells, 4) if cells else None
+    value = stats.mean(sums)
+    return None if value is None else round(value, 4)

@@ -68,17 +68,24 @@ async def emit_event(
     )
     if inserted.first() is None:
         return False
+    for endpoint_id in await subscribed_endpoints(session, partner_id, type):
+        session.add(WebhookDelivery(endpoint_id=endpoint_id, event_id=event_id))
+    await session.flush()
+    return True
+
+
+async def subscribed_endpoints(
+    session: AsyncSession, partner_id: uuid.UUID, event_type: str
+) -> list[uuid.UUID]:
+    """The partner's enabled endpoints that want `event_type`: whoever an event is told to,
+    and whether an event is worth working out at all."""
     endpoints = await session.execute(
         select(WebhookEndpoint.id, WebhookEndpoint.events).where(
             WebhookEndpoint.partner_id == partner_id, WebhookEndpoint.enabled.is_(True)
         )
     )
     # Subscriptions are filtered here, not in SQL: a JSON list reads the same on both dialects.
-    for endpoint_id, events in endpoints.all():
-        if type in events:
-            session.add(WebhookDelivery(endpoint_id=endpoint_id, event_id=event_id))
-    await session.flush()
-    return True
+    return [endpoint_id for endpoint_id, events in endpoints.all() if event_type in events]
 
 
 async def dispatch_outbox(context: AppContext) -> int:

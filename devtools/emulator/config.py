@@ -6,20 +6,10 @@ Set at start (`senso emulator --config FILE`) and replaced at run time with
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
-PROVIDERS = (
-    "openai",
-    "azure_openai",
-    "anthropic",
-    "brightdata",
-    "linkup",
-    "gemini",
-    "perplexity",
-    "dataforseo",
-)
 Provider = Literal[
     "openai",
     "azure_openai",
@@ -30,6 +20,7 @@ Provider = Literal[
     "perplexity",
     "dataforseo",
 ]
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
 
 FaultKind = Literal[
     "server_error",  # 500
