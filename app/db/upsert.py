@@ -1,11 +1,12 @@
 """Writes whose outcome the database decides: INSERT … ON CONFLICT DO NOTHING on both dialects,
-and how many rows a conditional UPDATE changed."""
+how many rows a conditional UPDATE changed, and rows claimed one conditional UPDATE each."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Result
+from sqlalchemy import ColumnElement, CursorResult, Result, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,3 +25,34 @@ def insert_ignoring_conflicts(
 def rows_affected(result: Result[Any]) -> int:
     """How many rows an UPDATE/INSERT changed (session.execute types it as a plain Result)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+E = TypeVar("E", bound=Base)
+
+
+async def claim_each(
+    session: AsyncSession,
+    entity: type[E],
+    conditions: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any],
+    *,
+    limit: int,
+    order_by: Sequence[Any] = (),
+) -> list[E]:
+    """Up to `limit` rows matching `conditions`, each claimed by an UPDATE to `values` under
+    the same conditions: of concurrent claimers (reconcilers in every worker) exactly one gets
+    a row. Leaves the transaction for the caller to commit."""
+    mapper = inspect(entity)
+    key = mapper.primary_key[0]
+    attribute = mapper.get_property_by_column(key).key
+    candidates = list(
+        await session.scalars(select(entity).where(*conditions).order_by(*order_by).limit(limit))
+    )
+    claimed = []
+    for row in candidates:
+        moved = await session.execute(
+            update(entity).where(key == getattr(row, attribute), *conditions).values(**values)
+        )
+        if rows_affected(moved):
+            claimed.append(row)
+    return claimed

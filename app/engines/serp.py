@@ -9,6 +9,7 @@ reports failures in the body (`status_code` 20000 is success) as often as in HTT
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -132,40 +133,34 @@ def _answer(
         "check_url": result.get("check_url"),
         "item_types": result.get("item_types"),
     }
-    latency_ms = round((time.monotonic() - started) * 1000)
-    if overview is None:
-        return EngineAnswer(
-            text="",
-            citations=(),
-            model=MODEL,
-            input_tokens=0,
-            output_tokens=0,
-            cost=cost,
-            latency_ms=latency_ms,
-            simulated=False,
-            surface="serp",
-            searched=None,
-            surface_present=False,
-            raw=raw,
-        )
-    text = _overview_text(overview)
-    if not text:
-        # Google shows one, but it did not load in time: asking again may find it written.
-        raise EngineError(f"{ENGINE_ID}: the AI Overview did not load", retryable=True)
-    return EngineAnswer(
-        text=text,
-        citations=_references(overview),
+    answer = EngineAnswer(
+        text="",
+        citations=(),
         model=MODEL,
         input_tokens=0,
         output_tokens=0,
         cost=cost,
-        latency_ms=latency_ms,
+        latency_ms=round((time.monotonic() - started) * 1000),
         simulated=False,
         surface="serp",
-        # An AI Overview is written from the search for the page's query.
+        searched=None,
+        surface_present=False,
+        raw=raw,
+    )
+    if overview is None:
+        return answer
+    text = _overview_text(overview)
+    if not text:
+        # Google shows one, but it did not load in time: asking again may find it written.
+        raise EngineError(f"{ENGINE_ID}: the AI Overview did not load", retryable=True)
+    # An AI Overview is written from the search for the page's query.
+    return dataclasses.replace(
+        answer,
+        text=text,
+        citations=_references(overview),
         searched=True,
         search_queries=(question,),
-        raw=raw,
+        surface_present=True,
     )
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 
 from app.context import AppContext
 from app.db.clock import db_now
 from app.db.models import EvaluationBatch
-from app.db.upsert import rows_affected
+from app.db.upsert import claim_each
 from app.evaluations.lifecycle import LIVE
 from app.evaluations.pipeline import evaluate_org, mark_batch_failed
 from app.evaluations.service import enqueue_batch
@@ -104,20 +104,13 @@ async def resend_stalled_batches(context: AppContext) -> None:
         EvaluationBatch.last_enqueued_at < cutoff,
     )
     async with context.sessions() as session:
-        candidates = list(
-            await session.scalars(
-                select(EvaluationBatch).where(*quiet).limit(RECONCILE_BATCH_LIMIT)
-            )
+        claimed = await claim_each(
+            session,
+            EvaluationBatch,
+            quiet,
+            {"last_enqueued_at": db_now()},
+            limit=RECONCILE_BATCH_LIMIT,
         )
-        claimed = []
-        for batch in candidates:
-            moved = await session.execute(
-                update(EvaluationBatch)
-                .where(EvaluationBatch.id == batch.id, *quiet)
-                .values(last_enqueued_at=db_now())
-            )
-            if rows_affected(moved):
-                claimed.append(batch)
         await session.commit()
     for batch in claimed:
         await enqueue_batch(queue, batch, reason="reconciler")

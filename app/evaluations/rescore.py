@@ -36,7 +36,7 @@ from app.db.models import (
     RunMention,
     RunStatus,
 )
-from app.db.upsert import rows_affected
+from app.db.upsert import claim_each, rows_affected
 from app.errors import InvalidInputError, NotFoundError
 from app.evaluations.billing import lock_batch
 from app.evaluations.matrix import Subject, result_rows
@@ -312,18 +312,13 @@ async def _resend_stalled(context: AppContext) -> None:
     cutoff = db_now(-context.settings.stall_after_seconds)
     stalled = (RescoreRequest.status.in_(OPEN), RescoreRequest.last_enqueued_at < cutoff)
     async with context.sessions() as session:
-        candidates = list(
-            await session.scalars(select(RescoreRequest).where(*stalled).limit(RECONCILE_LIMIT))
+        claimed = await claim_each(
+            session,
+            RescoreRequest,
+            stalled,
+            {"last_enqueued_at": db_now(), "status": RescoreStatus.PENDING},
+            limit=RECONCILE_LIMIT,
         )
-        claimed = []
-        for request in candidates:
-            moved = await session.execute(
-                update(RescoreRequest)
-                .where(RescoreRequest.id == request.id, *stalled)
-                .values(last_enqueued_at=db_now(), status=RescoreStatus.PENDING)
-            )
-            if rows_affected(moved):
-                claimed.append(request)
         await session.commit()
     for request in claimed:
         await _enqueue(queue, request)

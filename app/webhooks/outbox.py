@@ -16,12 +16,12 @@ import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.db.types import utcnow
-from app.db.upsert import insert_ignoring_conflicts, rows_affected
+from app.db.upsert import claim_each, insert_ignoring_conflicts
 from app.errors import describe_error
 from app.queue.messages import DeliverWebhook
 
@@ -137,23 +137,15 @@ async def send_due_deliveries(context: AppContext) -> int:
     now = context.clock.now()
     quiet = without_message(now, context.settings.webhook_resend_after_seconds)
     async with context.sessions() as session:
-        candidates = (
-            await session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.attempts)
-                .where(*quiet)
-                .order_by(WebhookDelivery.created_at)
-                .limit(DISPATCH_LIMIT)
-            )
-        ).all()
-        claimed = []
-        for delivery_id, attempts in candidates:
-            moved = await session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == delivery_id, *quiet)
-                .values(last_enqueued_at=now)
-            )
-            if rows_affected(moved):
-                claimed.append(DeliverWebhook(delivery_id=delivery_id, attempt=attempts + 1))
+        deliveries = await claim_each(
+            session,
+            WebhookDelivery,
+            quiet,
+            {"last_enqueued_at": now},
+            limit=DISPATCH_LIMIT,
+            order_by=[WebhookDelivery.created_at],
+        )
+        claimed = [DeliverWebhook(delivery_id=d.id, attempt=d.attempts + 1) for d in deliveries]
         await session.commit()
     for message in claimed:
         await queue.send(message)
