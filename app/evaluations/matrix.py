@@ -261,22 +261,21 @@ class MatrixRunner:
             return
 
     async def _complete(self, run: ClaimedRun, answer: EngineAnswer, calls: int) -> None:
-        if not answer.surface_present:
-            # Nothing to analyse or extract: the run completes with no mention, no citation.
-            async with self._context.sessions() as session:
-                if await self._store_answer(session, run, answer, None, calls):
-                    await session.commit()
-            return
-        subject = self._subject
-        extraction = extract(
-            subject.profile,
-            answer.text,
-            [(c.url, c.title) for c in answer.citations],
-            subject.variations,
-            subject.brand.competitors,
-        )
-        outcome = await self._analyse(run, answer)
-        rows = result_rows(run.id, extraction, outcome, subject)
+        outcome: AnalysisOutcome | None = None
+        rows: list[RunMention | RunCompetitor | RunCitation] = []
+        # A results page without the AI surface has nothing to analyse or extract: the run
+        # completes with no mention and no citation.
+        if answer.surface_present:
+            subject = self._subject
+            extraction = extract(
+                subject.profile,
+                answer.text,
+                [(c.url, c.title) for c in answer.citations],
+                subject.variations,
+                subject.brand.competitors,
+            )
+            outcome = await self._analyse(run, answer)
+            rows = result_rows(run.id, extraction, outcome, subject)
         async with self._context.sessions() as session:
             if not await self._store_answer(session, run, answer, outcome, calls):
                 await session.rollback()

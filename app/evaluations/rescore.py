@@ -212,6 +212,8 @@ async def rescore_batch(
                 QuestionRun.batch_id == batch_id,
                 QuestionRun.status == RunStatus.COMPLETED,
                 QuestionRun.answer_text.is_not(None),
+                # A results page without the AI surface has no facts to find again.
+                QuestionRun.surface_present.is_(True),
             )
         )
     )
