@@ -240,6 +240,15 @@ class Settings(BaseSettings):
     audit_sqs_wait_seconds: int = Field(default=20, ge=0, le=20)
     audit_sqs_visibility_timeout: int = Field(default=60, ge=5, le=43200)
 
+    # Report links (GET /r/{token}): the HMAC key that signs them; without one, a key made
+    # when the process starts, so links stop working when it restarts (set it in production,
+    # the same in every API process).
+    report_signing_key: SecretStr | None = None
+    # Where the links point (scheme, host, path prefix); default: the address the link was
+    # asked for at.
+    public_base_url: str | None = None
+    report_link_default_days: int = Field(default=30, ge=1, le=90)
+
     # Prometheus metrics
     metrics_require_token: bool = True
     metrics_cache_seconds: float = Field(default=60.0, gt=0)

@@ -66,6 +66,8 @@ class DemoOptions:
     emulator: bool = False  # real engine clients against the engine emulator, in-process
     samples: int = 2
     backfill_days: int = 6  # earlier simulated days evaluated first, for the trend
+    serve: bool = False  # keep the API (and the report link) up until interrupted
+    port: int = 0  # the API's loopback port; 0: a free one
 
 
 async def run_demo(options: DemoOptions) -> int:
@@ -143,14 +145,21 @@ async def _run(settings: Settings, options: DemoOptions) -> int:
     clock = DemoClock()
     async with AppContext.create(settings, clock) as context:
         await upgrade(context.db)
-        async with serve_api(settings, context) as base_url, run_worker_task(context) as worker:
+        async with (
+            serve_api(settings, context, port=options.port) as base_url,
+            run_worker_task(context) as worker,
+        ):
             _say(f"api: {base_url} (OpenAPI at /docs)")
             _say(f"worker: {worker.worker_id}")
             token = settings.api_token.get_secret_value() if settings.api_token else ""
             async with httpx.AsyncClient(
                 base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
             ) as client:
-                return await _drive(client, options, clock)
+                outcome = await _drive(client, options, clock)
+                if outcome == 0 and options.serve:
+                    _say("\nserving the API and the report link; press Ctrl-C to stop")
+                    await asyncio.Event().wait()
+                return outcome
 
 
 async def _drive(client: httpx.AsyncClient, options: DemoOptions, clock: DemoClock) -> int:
@@ -203,7 +212,28 @@ async def _drive(client: httpx.AsyncClient, options: DemoOptions, clock: DemoClo
     balance = f"{after['balance']} ({after['reserved']} still reserved)"
     _print_summary(batch, results, balance, options)
     await _print_trend(client, org_id, options, clock.today())
+    await _print_report(client, org_id, options)
     return 0
+
+
+async def _print_report(client: httpx.AsyncClient, org_id: str, options: DemoOptions) -> None:
+    """A report link for the demo's days, and a copy of the page to open after the demo."""
+    link = _ok(
+        await client.post(
+            f"/orgs/{org_id}/report-links",
+            json={"days": options.backfill_days + 1, "label": "demo"},
+        )
+    )
+    page = await client.get(link["url"], headers={"Authorization": ""})
+    page.raise_for_status()
+    timing = page.headers.get("server-timing", "").partition("dur=")[2]
+    handle, path = tempfile.mkstemp(prefix="senso-demo-report-", suffix=".html")
+    with os.fdopen(handle, "w", encoding="utf-8") as copy:
+        copy.write(page.text)
+    _say(f"\nreport: {link['url']}")
+    _say(f"  {len(page.content) // 1024} KiB HTML built in {timing or '?'} ms; a copy: {path}")
+    if not options.serve:
+        _say("  the link works while the API runs: `senso demo --serve` keeps it up")
 
 
 async def _backfill(

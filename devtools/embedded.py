@@ -20,21 +20,27 @@ from worker.runtime import Worker
 
 
 @contextlib.asynccontextmanager
-async def serve_api(settings: Settings, context: AppContext) -> AsyncIterator[str]:
-    """Serve the real API over HTTP on a free loopback port; yields its base URL."""
+async def serve_api(
+    settings: Settings, context: AppContext, *, port: int = 0
+) -> AsyncIterator[str]:
+    """Serve the real API over HTTP on a loopback port (0: a free one); yields its base URL."""
     options = server_options(settings)
-    async with serve_asgi(create_app(settings, context), lifespan="on", **options) as port:
-        yield f"http://127.0.0.1:{port}"
+    app = create_app(settings, context)
+    async with serve_asgi(app, lifespan="on", port=port, **options) as bound:
+        yield f"http://127.0.0.1:{bound}"
 
 
 @contextlib.asynccontextmanager
-async def serve_asgi(app: Callable[..., Any], **options: Any) -> AsyncIterator[int]:
-    """Serve an ASGI app with uvicorn on a free loopback port until the block ends; yields
-    the port. `options` are uvicorn.Config's."""
+async def serve_asgi(
+    app: Callable[..., Any], *, port: int = 0, **options: Any
+) -> AsyncIterator[int]:
+    """Serve an ASGI app with uvicorn on a loopback port (0: a free one) until the block ends;
+    yields the port. `options` are uvicorn.Config's."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only then,
     # and without it every response body waits out a delayed ACK (about 40 ms).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     config = uvicorn.Config(app, log_level="warning", log_config=None, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -60,6 +60,9 @@ Optional (default):
   GEMINI_API_KEY_SECRET_ARN, PERPLEXITY_API_KEY_SECRET_ARN, DATAFORSEO_LOGIN_SECRET_ARN,
   DATAFORSEO_PASSWORD_SECRET_ARN
                              more secrets, left out when unset
+  REPORT_SIGNING_KEY_SECRET_ARN
+                             unset: the API signs report links (GET /r/...) with a key made
+                             when it starts, so links end with the task; set it in production
   SENSO_<SETTING>            any app setting of the README, e.g. SENSO_LOG_LEVEL=DEBUG sets
                              LOG_LEVEL=DEBUG in every container
   WAIT                       true: false returns once the service is updated

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole flow end to end and print the results",
         description="Seed a demo org, trigger an evaluation through the real HTTP API, let the "
-        "real worker run it, poll until it finishes and print a summary with 95% intervals and "
-        "a 7-day visibility trend (earlier days are backfilled first). With no "
+        "real worker run it, poll until it finishes and print a summary with 95% intervals, "
+        "a 7-day visibility trend (earlier days are backfilled first) and a report link to "
+        "open in a browser (kept up with --serve). With no "
         "DATABASE_URL / SQS_QUEUE_URL it runs embedded: a SQLite file, an in-process SQS "
         "endpoint, simulated engines, no keys. Exit 0 when the batch completed.",
     )
@@ -101,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bounded(0, 30),
         default=6,
         help="earlier simulated days evaluated first so the trend shows a week, 0-30 (default 6)",
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the demo, keep the API running so the printed report link opens in a "
+        "browser, until Ctrl-C",
+    )
+    demo.add_argument(
+        "--port",
+        type=_bounded(0, 65535),
+        default=0,
+        help="the API's loopback port (default 0: a free one)",
     )
     demo.set_defaults(run=_demo)
 
@@ -279,8 +292,13 @@ def _demo(args: argparse.Namespace) -> int:
         emulator=args.emulator,
         samples=args.samples,
         backfill_days=args.backfill_days,
+        serve=args.serve,
+        port=args.port,
     )
-    return asyncio.run(run_demo(options))
+    try:
+        return asyncio.run(run_demo(options))
+    except KeyboardInterrupt:  # how --serve ends
+        return 0
 
 
 def _engine_settings_problem(settings: Settings) -> str | None:

@@ -25,6 +25,8 @@ from app.evaluations.router import router as evaluations_router
 from app.health import check_dependencies
 from app.orgs.router import router as orgs_router
 from app.partners.router import router as partners_router
+from app.reports.router import router as reports_router
+from app.reports.service import signing_key
 from app.settings import Settings
 from app.webhooks.router import router as webhooks_router
 
@@ -60,6 +62,9 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
     app.include_router(evaluations_router)
     app.include_router(engines_router)
     app.include_router(webhooks_router)
+    app.include_router(reports_router)
+    # Made once, so every link this process signs it also opens.
+    app.state.report_key = signing_key(settings)
     _add_error_handlers(app)
     _add_health(app)
     install_edge(app, settings)

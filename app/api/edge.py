@@ -36,9 +36,18 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("senso.access")
 
-# Routes anyone may call; /metrics joins them when METRICS_REQUIRE_TOKEN is false.
+# Routes anyone may call; /metrics joins them when METRICS_REQUIRE_TOKEN is false. A report
+# page's token is its own credential (app.reports), checked by its route.
 PUBLIC_ROUTES = frozenset(
-    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/docs/assets"}
+    {
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/docs/assets",
+        "/r/{token}",
+    }
 )
 METRICS_ROUTE = "/metrics"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

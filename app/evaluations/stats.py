@@ -16,8 +16,9 @@ is measured (the batch, or the trend window), so the same data always gives the 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -77,6 +78,18 @@ def by_question(cells: Iterable[tuple[Hashable, float, int]]) -> dict[Hashable, 
     return {q: QuestionSums(t, int(c), int(a)) for q, (t, c, a) in totals.items()}
 
 
+def add_sums(parts: Iterable[Mapping[Hashable, QuestionSums]]) -> dict[Hashable, QuestionSums]:
+    """Question sums of several samples pooled (a week of days, or every group of a batch)."""
+    totals: dict[Hashable, list[float]] = {}
+    for sums in parts:
+        for question, part in sums.items():
+            entry = totals.setdefault(question, [0.0, 0, 0])
+            entry[0] += part.total
+            entry[1] += part.cells
+            entry[2] += part.answers
+    return {q: QuestionSums(t, int(c), int(a)) for q, (t, c, a) in totals.items()}
+
+
 def estimate(sums: Mapping[Hashable, QuestionSums], seed: int) -> Estimate:
     cells = sum(s.cells for s in sums.values())
     answers = sum(s.answers for s in sums.values())
@@ -125,6 +138,110 @@ def difference(
     )
 
 
+def estimates(series: Sequence[Mapping[Hashable, QuestionSums]], seed: int) -> list[Estimate]:
+    """`estimate` of each sample over one seed's draws — a trend's points. Samples with as
+    many questions share one matrix product and one sort (an org asks the same questions every
+    day), so a year of daily points costs about what a few points do."""
+    by_size: dict[int, list[int]] = {}
+    for index, sums in enumerate(series):
+        if len(sums) >= MIN_QUESTIONS:
+            by_size.setdefault(len(sums), []).append(index)
+    out: list[Estimate | None] = [None] * len(series)
+    for n, members in by_size.items():
+        means = _means(_draws(seed, n), [series[i] for i in members], None)
+        for index, interval in zip(
+            members, _column_percentiles(means, n, 1 - CONFIDENCE), strict=True
+        ):
+            sums = series[index]
+            out[index] = Estimate(
+                _round(mean(sums) or 0.0),
+                interval,
+                None,
+                sum(s.cells for s in sums.values()),
+                sum(s.answers for s in sums.values()),
+                n,
+            )
+    # Fewer questions than an interval needs, or none: `estimate` says why.
+    return [e if e is not None else estimate(series[i], seed) for i, e in enumerate(out)]
+
+
+def steps(series: Sequence[Mapping[Hashable, QuestionSums]], seed: int) -> list[str | None]:
+    """The verdict on each sample against the one before it with answers (None for the first,
+    and for one without answers), Bonferroni-adjusted over every step of the series: what
+    `difference` and `verdict` say of each pair, with the draws of one seed, computed for all
+    steps over as many questions at once."""
+    valued = [i for i, sums in enumerate(series) if mean(sums) is not None]
+    family = max(len(valued) - 1, 1)
+    alpha = 1 - CONFIDENCE
+    out: list[str | None] = [None] * len(series)
+    by_size: dict[int, list[tuple[int, int, list[Hashable]]]] = {}
+    for before, now in itertools.pairwise(valued):
+        questions = sorted(set(series[now]) | set(series[before]), key=str)
+        if len(questions) < MIN_QUESTIONS:
+            out[now] = "within_noise"
+            continue
+        by_size.setdefault(len(questions), []).append((before, now, questions))
+    for n, pairs in by_size.items():
+        counts = _draws(seed, n)
+        keys = [questions for _, _, questions in pairs]
+        diffs = _means(counts, [series[now] for _, now, _ in pairs], keys) - _means(
+            counts, [series[before] for before, _, _ in pairs], keys
+        )
+        shown = _column_percentiles(diffs, n, alpha)
+        strict = _column_percentiles(diffs, n, alpha / family)
+        for (before, now, _), interval, strict_interval in zip(pairs, shown, strict, strict=True):
+            value = (mean(series[now]) or 0.0) - (mean(series[before]) or 0.0)
+            out[now] = verdict(Difference(_round(value), interval, strict_interval, None))
+    return out
+
+
+def _means(
+    counts: np.ndarray,
+    samples: Sequence[Mapping[Hashable, QuestionSums]],
+    keys: Sequence[Sequence[Hashable]] | None,
+) -> np.ndarray:
+    """Bootstrap means (replicates × samples): sample j's i-th question — of its own sorted
+    questions, or of keys[j] — is the one the draws' column i counts (NaN where a draw held
+    no cell of the sample)."""
+    orders = keys if keys is not None else [sorted(s, key=str) for s in samples]
+    empty = QuestionSums(0.0, 0, 0)
+    totals = np.array(
+        [[s.get(k, empty).total for k in order] for s, order in zip(samples, orders, strict=True)]
+    )
+    cells = np.array(
+        [
+            [float(s.get(k, empty).cells) for k in order]
+            for s, order in zip(samples, orders, strict=True)
+        ]
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means: np.ndarray = (counts @ totals.T) / (counts @ cells.T)
+    return means
+
+
+def _column_percentiles(
+    replicates: np.ndarray, n: int, alpha: float
+) -> list[tuple[float, float] | None]:
+    """`_percentiles` of every column at once: the same linear interpolation between order
+    statistics as `np.quantile`, over each column's finite values."""
+    tail = _expanded_tail(n, alpha)
+    ordered = np.sort(replicates, axis=0)  # NaN sorts last
+    finite = np.sum(~np.isnan(replicates), axis=0)
+    last = np.maximum(finite - 1, 0)
+    bounds = []
+    for q in (tail, 1 - tail):
+        position = q * last
+        below = np.floor(position).astype(int)
+        above = np.minimum(below + 1, last)
+        low = np.take_along_axis(ordered, below[None, :], axis=0)[0]
+        high = np.take_along_axis(ordered, above[None, :], axis=0)[0]
+        bounds.append(low + (high - low) * (position - below))
+    return [
+        (_round(float(lo)), _round(float(hi))) if count else None
+        for lo, hi, count in zip(bounds[0], bounds[1], finite, strict=True)
+    ]
+
+
 def verdict(change: Difference) -> str:
     """up / down only when the family-wise interval excludes 0 — which implies the 95 %
     interval shown does too."""
@@ -152,9 +269,7 @@ def _replicates(
     """Bootstrap means of each sample over the same draws of questions (NaN where a draw held
     no cell of that sample)."""
     keys = questions if questions is not None else sorted(samples[0], key=str)
-    n = len(keys)
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=REPLICATES).astype(np.float64)
+    counts = _draws(seed, len(keys))
     out = []
     for sums in samples:
         totals = np.array([sums[k].total if k in sums else 0.0 for k in keys])
@@ -162,6 +277,17 @@ def _replicates(
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append((counts @ totals) / (counts @ cells))
     return out
+
+
+@lru_cache(maxsize=32)
+def _draws(seed: int, n: int) -> np.ndarray:
+    """How often each of n questions is drawn in each replicate. Estimates that share a seed
+    share their draws — a trend's points, a batch's metrics — which costs one generation for
+    all of them instead of one each (drawing is most of a bootstrap's cost)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=REPLICATES).astype(np.float64)
+    counts.setflags(write=False)
+    return counts
 
 
 def _percentiles(replicates: np.ndarray, n: int, alpha: float) -> tuple[float, float] | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -92,14 +92,14 @@ def _group_summary(
     runs: Sequence[RunFacts],
     values: CellValues,
     tracked: TrackedBrands,
-    seed: Callable[[Metric], int],
+    seed: int,
 ) -> SummaryRead:
     counts = _Counts()
     for run in runs:
         counts.add(run)
 
     def est(metric: Metric) -> EstimateRead:
-        return estimate_read(estimate_of(metric_cells(values, metric), seed(metric)))
+        return estimate_read(estimate_of(metric_cells(values, metric), seed))
 
     tracked_sov = ShareOfVoiceEstimate(
         **est(Metric.SHARE_OF_VOICE_TRACKED).model_dump(), denominator=TRACKED_DENOMINATOR
@@ -191,7 +191,8 @@ def summarise(
             [r for r in runs if within(r.engine, r.location)],
             {cell: v for cell, v in values.items() if within(cell[1], cell[2])},
             tracked,
-            lambda metric: stats.seed_of("batch", batch_id, scope, key, metric),
+            # One seed for the batch: its metrics and groups share their draws of questions.
+            stats.seed_of("batch", batch_id),
         )
 
     return BatchSummary(

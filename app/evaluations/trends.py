@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import BatchStatus, CellMetric, EvaluationBatch
@@ -66,6 +66,7 @@ async def _cells(
     engine: str | None = None,
     location: str | None = None,
 ) -> dict[Metric, list[_Cell]]:
+    """The org's cells of completed batches in range, per metric, in one read."""
     query = (
         select(
             CellMetric.metric,
@@ -141,24 +142,97 @@ async def trend_points(
     location: str | None,
 ) -> dict[Metric, list[TrendPoint]]:
     """Each metric's points, one per period in range, from one read of the cells."""
-    cells = await _cells(session, org_id, metrics, start, end, engine, location)
-    points: dict[Metric, list[TrendPoint]] = {}
-    for metric in metrics:
-        by_period: defaultdict[date, list[_Cell]] = defaultdict(list)
-        for cell in cells[metric]:
-            by_period[_period_start(cell.batch_date, granularity)].append(cell)
-        points[metric] = []
-        for period in _periods(start, end, granularity):
-            last = period if granularity == Granularity.DAY else period + timedelta(days=6)
-            seed = stats.seed_of("trend", org_id, metric, engine, location, granularity, period)
-            estimate = stats.estimate(_sums(by_period.get(period, [])), seed)
-            points[metric].append(
-                TrendPoint(
-                    period=Period(start=max(period, start), end=min(last, end)),
-                    **estimate_read(estimate).model_dump(),
-                )
+    daily = await read_daily_sums(session, org_id, metrics, start, end, engine, location)
+    seed = trend_seed(org_id, engine, location, granularity, start, end)
+    return {
+        metric: points_of(period_sums(daily[metric], start, end, granularity), seed)
+        for metric in metrics
+    }
+
+
+QuestionSums = dict[Hashable, stats.QuestionSums]
+DailySums = dict[date, QuestionSums]
+
+
+async def read_daily_sums(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    metrics: Sequence[Metric],
+    start: date,
+    end: date,
+    engine: str | None = None,
+    location: str | None = None,
+) -> dict[Metric, DailySums]:
+    """Each metric's question sums per day, added up by the database: a trend needs no more
+    of its cells, so a year of them is a few thousand rows, not hundreds of thousands."""
+    query = (
+        select(
+            CellMetric.metric,
+            CellMetric.batch_date,
+            CellMetric.question_id,
+            func.sum(CellMetric.value),
+            func.count(),
+            func.sum(CellMetric.answers),
+        )
+        .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
+        .where(
+            CellMetric.metric.in_([m.value for m in metrics]),
+            *_completed_cells(org_id, start, end, engine, location),
+        )
+        .group_by(CellMetric.metric, CellMetric.batch_date, CellMetric.question_id)
+    )
+    found: dict[Metric, DailySums] = {m: {} for m in metrics}
+    for metric, day, question, total, cells, answers in (await session.execute(query)).all():
+        found[Metric(metric)].setdefault(day, {})[question] = stats.QuestionSums(
+            float(total), int(cells), int(answers)
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodSums:
+    period: Period
+    sums: QuestionSums
+
+
+def period_sums(
+    daily: DailySums, start: date, end: date, granularity: Granularity
+) -> list[PeriodSums]:
+    """Every period in range (empty ones too) with the question sums of its days."""
+    by_period: defaultdict[date, list[QuestionSums]] = defaultdict(list)
+    for day, sums in daily.items():
+        by_period[_period_start(day, granularity)].append(sums)
+    out = []
+    for first in _periods(start, end, granularity):
+        last = first if granularity == Granularity.DAY else first + timedelta(days=6)
+        days = by_period.get(first, [])
+        out.append(
+            PeriodSums(
+                Period(start=max(first, start), end=min(last, end)),
+                days[0] if len(days) == 1 else stats.add_sums(days),
             )
-    return points
+        )
+    return out
+
+
+def trend_seed(
+    org_id: uuid.UUID,
+    engine: str | None,
+    location: str | None,
+    granularity: Granularity,
+    start: date,
+    end: date,
+) -> int:
+    """One seed for a trend window: its points (every metric's) share their draws."""
+    return stats.seed_of("trend", org_id, engine, location, granularity, start, end)
+
+
+def points_of(periods: Sequence[PeriodSums], seed: int) -> list[TrendPoint]:
+    found = stats.estimates([p.sums for p in periods], seed)
+    return [
+        TrendPoint(period=p.period, **estimate_read(e).model_dump())
+        for p, e in zip(periods, found, strict=True)
+    ]
 
 
 async def trend(
@@ -171,9 +245,8 @@ async def trend(
     engine: str | None,
     location: str | None,
 ) -> TrendRead:
-    points = await trend_points(
-        session, org_id, [metric], start, end, granularity, engine, location
-    )
+    daily = (await read_daily_sums(session, org_id, [metric], start, end, engine, location))[metric]
+    seed = trend_seed(org_id, engine, location, granularity, start, end)
     return TrendRead(
         org_id=org_id,
         metric=metric,
@@ -182,9 +255,16 @@ async def trend(
         location=location,
         start=start,
         end=end,
-        points=points[metric],
-        methodology=await trend_methodology(session, org_id, start, end, engine, location),
+        points=points_of(period_sums(daily, start, end, granularity), seed),
+        methodology=await trend_methodology(
+            session, org_id, start, end, engine, location, questions=questions_in(daily)
+        ),
     )
+
+
+def questions_in(daily: DailySums) -> int:
+    """How many questions the cells behind a trend come from."""
+    return len({question for sums in daily.values() for question in sums})
 
 
 async def trend_methodology(
@@ -194,10 +274,14 @@ async def trend_methodology(
     end: date,
     engine: str | None,
     location: str | None,
+    *,
+    questions: int,
 ) -> MethodologyRead:
-    """The methodology of the completed batches in range, pooled from what each stored."""
+    """The methodology of the completed batches in range, pooled from what each stored, with
+    the questions the caller counted in the cells it read."""
     stored = await session.scalars(
-        select(EvaluationBatch.summary).where(
+        # The methodology alone: a whole summary is many times its size to decode.
+        select(EvaluationBatch.summary["methodology"]).where(
             EvaluationBatch.org_id == org_id,
             EvaluationBatch.status == BatchStatus.COMPLETED,
             EvaluationBatch.batch_date >= start,
@@ -205,7 +289,7 @@ async def trend_methodology(
             EvaluationBatch.summary.is_not(None),
         )
     )
-    methods = [MethodologyRead.model_validate(s["methodology"]) for s in stored if s]
+    methods = [MethodologyRead.model_validate(m) for m in stored if m]
     models: defaultdict[str, set[str]] = defaultdict(set)
     for m in methods:
         for e in m.engines:
@@ -213,9 +297,8 @@ async def trend_methodology(
                 models[e.engine].update(e.models)
     cells = [m.samples_per_cell for m in methods if m.samples_per_cell is not None]
     versions = sorted({v for m in methods for v in m.extraction_versions})
-    questions = await session.scalar(_question_count(org_id, start, end, engine, location))
     return MethodologyRead(
-        questions=questions or 0,
+        questions=questions,
         engines=[EngineModels(engine=e, models=sorted(v)) for e, v in sorted(models.items())],
         countries=sorted(
             {c for m in methods for c in m.countries if location is None or c == location}
@@ -241,16 +324,6 @@ async def trend_methodology(
     )
 
 
-def _question_count(
-    org_id: uuid.UUID, start: date, end: date, engine: str | None, location: str | None
-) -> Select[int]:
-    return (
-        select(func.count(func.distinct(CellMetric.question_id)))
-        .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
-        .where(*_completed_cells(org_id, start, end, engine, location))
-    )
-
-
 def _completed_cells(
     org_id: uuid.UUID, start: date, end: date, engine: str | None, location: str | None
 ) -> list[ColumnElement[bool]]:
@@ -268,56 +341,89 @@ def _completed_cells(
     return conditions
 
 
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The last `window` days up to `end`, and the `window` days before."""
+
+    window: int
+    end: date
+
+    @property
+    def current_start(self) -> date:
+        return self.end - timedelta(days=self.window - 1)
+
+    @property
+    def previous_end(self) -> date:
+        return self.current_start - timedelta(days=1)
+
+    @property
+    def previous_start(self) -> date:
+        return self.previous_end - timedelta(days=self.window - 1)
+
+
+def change_family(engines: int, locations: int) -> int:
+    """Comparisons a changes response reports: every headline metric, overall, per engine
+    and per country — what each verdict is Bonferroni-adjusted over."""
+    return len(HEADLINE_METRICS) * (1 + engines + locations)
+
+
+def change_of(
+    org_id: uuid.UUID,
+    windows: Windows,
+    current: QuestionSums,
+    previous: QuestionSums,
+    family: int,
+) -> ChangeRead:
+    diff = stats.difference(
+        current, previous, stats.seed_of("change", org_id, windows.window, windows.end), family
+    )
+    return ChangeRead(
+        current=_mean(current),
+        previous=_mean(previous),
+        difference=diff.value,
+        interval=diff.interval,
+        interval_note=diff.note,
+        verdict=stats.verdict(diff),
+        current_cells=sum(s.cells for s in current.values()),
+        previous_cells=sum(s.cells for s in previous.values()),
+    )
+
+
 async def changes(session: AsyncSession, org_id: uuid.UUID, window: int, end: date) -> ChangesRead:
     """The last `window` days up to `end` against the `window` days before, per headline
     metric overall, per engine and per country."""
-    current_start = end - timedelta(days=window - 1)
-    previous_end = current_start - timedelta(days=1)
-    previous_start = previous_end - timedelta(days=window - 1)
-    cells = await _cells(session, org_id, HEADLINE_METRICS, previous_start, end)
+    windows = Windows(window, end)
+    cells = await _cells(session, org_id, HEADLINE_METRICS, windows.previous_start, end)
     engines = sorted({c.engine for rows in cells.values() for c in rows})
     locations = sorted({c.location for rows in cells.values() for c in rows})
-    family = len(HEADLINE_METRICS) * (1 + len(engines) + len(locations))
+    family = change_family(len(engines), len(locations))
 
-    def compare(metric: Metric, scope: str, key: str, rows: list[_Cell]) -> ChangeRead:
-        now = [c for c in rows if c.batch_date >= current_start]
-        before = [c for c in rows if c.batch_date <= previous_end]
-        current, previous = _sums(now), _sums(before)
-        seed = stats.seed_of("change", org_id, metric, scope, key, window, end)
-        diff = stats.difference(current, previous, seed, family)
-        return ChangeRead(
-            current=_mean(current),
-            previous=_mean(previous),
-            difference=diff.value,
-            interval=diff.interval,
-            interval_note=diff.note,
-            verdict=stats.verdict(diff),
-            current_cells=len(now),
-            previous_cells=len(before),
-        )
+    def compare(rows: list[_Cell]) -> ChangeRead:
+        current = _sums(c for c in rows if c.batch_date >= windows.current_start)
+        previous = _sums(c for c in rows if c.batch_date <= windows.previous_end)
+        return change_of(org_id, windows, current, previous, family)
 
     metrics = {}
     for metric in HEADLINE_METRICS:
         rows = cells[metric]
         metrics[metric.value] = MetricChanges(
-            overall=compare(metric, "all", "", rows),
-            by_engine={
-                e: compare(metric, "engine", e, [c for c in rows if c.engine == e]) for e in engines
-            },
-            by_location={
-                loc: compare(metric, "location", loc, [c for c in rows if c.location == loc])
-                for loc in locations
-            },
+            overall=compare(rows),
+            by_engine={e: compare([c for c in rows if c.engine == e]) for e in engines},
+            by_location={loc: compare([c for c in rows if c.location == loc]) for loc in locations},
         )
     return ChangesRead(
         org_id=org_id,
         window=window,
-        current=Period(start=current_start, end=end),
-        previous=Period(start=previous_start, end=previous_end),
+        current=Period(start=windows.current_start, end=end),
+        previous=Period(start=windows.previous_start, end=windows.previous_end),
         comparisons=family,
-        method=f"{stats.METHOD}; verdicts Bonferroni-adjusted over {family} comparisons",
+        method=change_method(family),
         metrics=metrics,
     )
+
+
+def change_method(family: int) -> str:
+    return f"{stats.METHOD}; verdicts Bonferroni-adjusted over {family} comparisons"
 
 
 def _mean(sums: dict[Hashable, stats.QuestionSums]) -> float | None:

@@ -54,10 +54,7 @@ def match_brand(names: Sequence[str], answer: str) -> BrandMatch:
 
 
 def match_document(names: Sequence[str], document: Document) -> BrandMatch:
-    folded = document.folded
-    patterns = _compile(tuple(names))
-    candidates = [span for pattern in patterns for span in pattern.occurrences(folded.text)]
-    found = [folded.source_span(start, end) for start, end in _non_overlapping(candidates)]
+    found = _found(names, document)
     if not found:
         return BrandMatch(0, None, None, None)
     first_start, first_end = document.decoded.source_span(*found[0])
@@ -67,6 +64,21 @@ def match_document(names: Sequence[str], document: Document) -> BrandMatch:
         first_offset=first_start,
         snippet=_snippet(document.answer, first_start, first_end),
     )
+
+
+def mention_spans(names: Sequence[str], answer: str) -> list[tuple[int, int]]:
+    """Each mention of the brand as (start, end) offsets into `answer` as given: what a page
+    highlights, found as `match_brand` counts them."""
+    document = parse_document(answer)
+    return [document.decoded.source_span(*span) for span in _found(names, document)]
+
+
+def _found(names: Sequence[str], document: Document) -> list[tuple[int, int]]:
+    """The mentions' spans in the document's decoded text, leftmost-longest."""
+    folded = document.folded
+    patterns = _compile(tuple(names))
+    candidates = [span for pattern in patterns for span in pattern.occurrences(folded.text)]
+    return [folded.source_span(start, end) for start, end in _non_overlapping(candidates)]
 
 
 def mentions(names: Sequence[str], folded: str) -> bool:
