@@ -315,7 +315,7 @@ async def build_report(
     seed = trends.trend_seed(org.id, selection.engine, selection.location, granularity, start, end)
     for number, view in enumerate(views):
         periods = trends.period_sums(daily[view.metric], start, end, granularity)
-        report.charts.append(_chart(number, view, periods, seed))
+        report.charts.append(_chart(number, view, periods, seed, granularity))
         days = daily[view.metric].items()
         now = stats.add_sums(sums for day, sums in days if day >= windows.current_start)
         before = stats.add_sums(
@@ -401,15 +401,15 @@ def _period_label(period: trends.PeriodSums, granularity: Granularity) -> str:
 
 
 def _chart(
-    number: int, view: MetricView, periods: Sequence[trends.PeriodSums], seed: int
+    number: int,
+    view: MetricView,
+    periods: Sequence[trends.PeriodSums],
+    seed: int,
+    granularity: Granularity,
 ) -> ChartView:
-    points = trends.points_of(periods, seed)
+    # What `trends.points_of` serves as GET /orgs/{id}/trends, without its response models.
+    points = stats.estimates([p.sums for p in periods], seed)
     verdicts = stats.steps([p.sums for p in periods], seed)
-    granularity = (
-        Granularity.DAY
-        if all(p.period.start == p.period.end for p in periods)
-        else Granularity.WEEK
-    )
     labels = [_period_label(p, granularity) for p in periods]
     drawn = [
         charts.TrendPoint(
