@@ -168,6 +168,10 @@ async def test_the_report_in_chromium_matches_the_api_and_needs_no_other_host(
     setup = await create_org(
         api, await create_partner(api), questions=5, engines=("openai", "anthropic")
     )
+    # Ten questions: with fewer, no day-on-day change can be called real at the family-wise
+    # level the chart's ring needs.
+    questions = [f"Which CRM suits a team of type {n}?" for n in range(10)]
+    expect(await api.put(f"/orgs/{setup.org_id}/questions", json={"questions": questions}), 200)
     today = clock.today()
     days = [today - timedelta(days=i) for i in range(DAYS - 1, -1, -1)]
     # A week at 30%, then a week at 80%: the chart has a real change to mark.

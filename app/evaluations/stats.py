@@ -11,6 +11,10 @@ interval is too narrow for few questions, so its tail probabilities are taken wh
 quantile equals sqrt(n / (n − 1)) · t(n − 1) instead of z; from about 30 questions on it is the
 ordinary 2.5 % / 97.5 % percentile interval. Replicates come from a generator seeded from what
 is measured (the batch, or the trend window), so the same data always gives the same interval.
+
+A change verdict (`difference`, `steps`) is read from a family-wise interval — Bonferroni over
+the comparisons reported together — built from the bootstrap's standard error and the expanded
+t quantile, since percentiles that far out in the tails are too unsteady to test against.
 """
 
 from __future__ import annotations
@@ -130,12 +134,27 @@ def difference(
     diffs = diffs[~np.isnan(diffs)]
     n = len(questions)
     alpha = 1 - CONFIDENCE
+    spread = float(np.std(diffs, ddof=1)) if diffs.size > 1 else None
     return Difference(
         _round(value),
         _percentiles(diffs, n, alpha),
-        _percentiles(diffs, n, alpha / max(family, 1)),
+        _strict_interval(value, spread, n, alpha / max(family, 1)),
         None,
     )
+
+
+def _strict_interval(
+    value: float, spread: float | None, n: int, alpha: float
+) -> tuple[float, float] | None:
+    """The family-wise interval a verdict is read from: value ± sqrt(n/(n−1)) · t(n−1) at
+    1 − alpha/2 times the bootstrap's standard error. Not a percentile: at a Bonferroni level
+    (alpha / dozens of comparisons) the percentile would sit among the two or three most
+    extreme of 2,000 replicates, so noise would cross 0 far more often than alpha says; the
+    standard error of 2,000 replicates is steady."""
+    if spread is None:
+        return None
+    half = math.sqrt(n / (n - 1)) * t_quantile(1 - alpha / 2, n - 1) * spread
+    return _round(value - half), _round(value + half)
 
 
 def estimates(series: Sequence[Mapping[Hashable, QuestionSums]], seed: int) -> list[Estimate]:
@@ -149,9 +168,8 @@ def estimates(series: Sequence[Mapping[Hashable, QuestionSums]], seed: int) -> l
     out: list[Estimate | None] = [None] * len(series)
     for n, members in by_size.items():
         means = _means(_draws(seed, n), [series[i] for i in members], None)
-        for index, interval in zip(
-            members, _column_percentiles(means, n, 1 - CONFIDENCE), strict=True
-        ):
+        (intervals,) = _column_percentiles(means, n, 1 - CONFIDENCE)
+        for index, interval in zip(members, intervals, strict=True):
             sums = series[index]
             out[index] = Estimate(
                 _round(mean(sums) or 0.0),
@@ -187,11 +205,18 @@ def steps(series: Sequence[Mapping[Hashable, QuestionSums]], seed: int) -> list[
         diffs = _means(counts, [series[now] for _, now, _ in pairs], keys) - _means(
             counts, [series[before] for before, _, _ in pairs], keys
         )
-        shown = _column_percentiles(diffs, n, alpha)
-        strict = _column_percentiles(diffs, n, alpha / family)
-        for (before, now, _), interval, strict_interval in zip(pairs, shown, strict, strict=True):
+        (shown,) = _column_percentiles(diffs, n, alpha)
+        finite = np.sum(~np.isnan(diffs), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spreads = np.nanstd(diffs, axis=0, ddof=1)
+        for (before, now, _), interval, spread, count in zip(
+            pairs, shown, spreads, finite, strict=True
+        ):
             value = (mean(series[now]) or 0.0) - (mean(series[before]) or 0.0)
-            out[now] = verdict(Difference(_round(value), interval, strict_interval, None))
+            strict = _strict_interval(
+                value, float(spread) if count > 1 else None, n, alpha / family
+            )
+            out[now] = verdict(Difference(_round(value), interval, strict, None))
     return out
 
 
@@ -220,26 +245,35 @@ def _means(
 
 
 def _column_percentiles(
-    replicates: np.ndarray, n: int, alpha: float
-) -> list[tuple[float, float] | None]:
-    """`_percentiles` of every column at once: the same linear interpolation between order
-    statistics as `np.quantile`, over each column's finite values."""
-    tail = _expanded_tail(n, alpha)
+    replicates: np.ndarray, n: int, *alphas: float
+) -> list[list[tuple[float, float] | None]]:
+    """`_percentiles` of every column at once, at each of `alphas` from one sort: the same
+    linear interpolation between order statistics as `np.quantile`, over each column's finite
+    values."""
     ordered = np.sort(replicates, axis=0)  # NaN sorts last
     finite = np.sum(~np.isnan(replicates), axis=0)
     last = np.maximum(finite - 1, 0)
-    bounds = []
-    for q in (tail, 1 - tail):
+
+    def at(q: float) -> np.ndarray:
         position = q * last
         below = np.floor(position).astype(int)
         above = np.minimum(below + 1, last)
         low = np.take_along_axis(ordered, below[None, :], axis=0)[0]
         high = np.take_along_axis(ordered, above[None, :], axis=0)[0]
-        bounds.append(low + (high - low) * (position - below))
-    return [
-        (_round(float(lo)), _round(float(hi))) if count else None
-        for lo, hi, count in zip(bounds[0], bounds[1], finite, strict=True)
-    ]
+        found: np.ndarray = low + (high - low) * (position - below)
+        return found
+
+    out = []
+    for alpha in alphas:
+        tail = _expanded_tail(n, alpha)
+        lows, highs = at(tail), at(1 - tail)
+        out.append(
+            [
+                (_round(float(lo)), _round(float(hi))) if count else None
+                for lo, hi, count in zip(lows, highs, finite, strict=True)
+            ]
+        )
+    return out
 
 
 def verdict(change: Difference) -> str:
