@@ -240,7 +240,7 @@ def _look(
             svg = figure.find_element(By.CSS_SELECTOR, "svg.trend")
             assert svg.get_attribute("data-periods") == str(len(points))
             measured = [p for p in points if p["value"] is not None]
-            assert len(svg.find_elements(By.CSS_SELECTOR, "circle.point")) == len(measured)
+            assert len(svg.find_elements(By.TAG_NAME, "circle")) == len(measured)
             assert svg.find_elements(By.CSS_SELECTOR, "path.band"), metric
             rows = figure.find_elements(By.CSS_SELECTOR, "table tbody tr")
             assert len(rows) == len(points)
@@ -249,7 +249,7 @@ def _look(
                 expected_text = "—" if point["value"] is None else views[metric].fmt(point["value"])
                 assert value == expected_text, (metric, point)
         ringed = browser.find_elements(
-            By.CSS_SELECTOR, 'svg.trend[data-metric="visibility"] circle.marker'
+            By.CSS_SELECTOR, 'svg.trend[data-metric="visibility"] path.marker'
         )
         assert ringed, "the week-on-week jump is a real change"
         assert browser.find_element(By.ID, "simulated").is_displayed()

@@ -287,3 +287,19 @@ async def test_everything_from_an_answer_or_a_name_is_escaped(
     # The org's mention is highlighted, and nothing else is markup.
     assert re.search(r"<mark>Acme</mark> &amp; ", page.text)
     assert "Which tool? <script>alert('q')</script>" in text
+
+
+async def test_a_link_is_read_and_deleted_like_any_resource(
+    api: httpx.AsyncClient, context: AppContext, clock: OffsetClock
+) -> None:
+    setup = await create_org(api, await create_partner(api), questions=3, engines=("openai",))
+    await seed_history(context, setup.org_id, _days(clock.today(), 2))
+    created = expect(
+        await api.post(f"/orgs/{setup.org_id}/report-links", json={"label": "CMO"}), 201
+    )
+    path = f"/orgs/{setup.org_id}/report-links/{created['id']}"
+    read = expect(await api.get(path), 200)
+    assert (read["label"], read["status"], "url" in read) == ("CMO", "active", False)
+    assert expect(await api.delete(path), 200)["status"] == "revoked"
+    assert (await _page(api, created["url"])).status_code == 404
+    assert (await api.get(f"/orgs/{setup.org_id}/report-links/{setup.org_id}")).status_code == 404

@@ -27,6 +27,7 @@ READ_ROUTES = frozenset(
     {
         ("POST", "/orgs/{org_id}/report-links"),
         ("POST", "/orgs/{org_id}/report-links/{link_id}/revoke"),
+        ("DELETE", "/orgs/{org_id}/report-links/{link_id}"),
     }
 )
 

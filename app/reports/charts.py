@@ -37,6 +37,9 @@ class Scale:
         return TOP + (share if self.inverted else 1 - share) * PLOT_H
 
     def ticks(self, count: int = 5) -> list[float]:
+        if self.inverted:  # ranks: whole numbers only
+            every = max(1, round((self.high - self.low) / (count - 1)))
+            return [float(r) for r in range(int(self.low), int(self.high) + 1, every)]
         step = (self.high - self.low) / (count - 1)
         return [self.low + step * i for i in range(count)]
 
@@ -137,7 +140,10 @@ def trend_chart(
             continue
         cx, cy = _num(_x(index, count)), _num(scale.y(point.value))
         if point.marked:
-            parts.append(f'<circle class="marker" cx="{cx}" cy="{cy}" r="7"/>')
+            # A ring drawn as a path, so the chart's circles are its points, one per period
+            # measured.
+            ring = f"M{_num(float(cx) - 7)},{cy} a7,7 0 1,0 14,0 a7,7 0 1,0 -14,0"
+            parts.append(f'<path class="marker" d="{ring}"/>')
         parts.append(
             f'<circle class="point" cx="{cx}" cy="{cy}" r="3.5" '
             f'data-period="{escape(point.label)}"><title>{escape(point.label)}: '

@@ -97,6 +97,35 @@ async def revoke_report_link(
     return await service.revoke_link(session, principal, org_id, link_id, context.clock.now())
 
 
+@router.get(
+    "/orgs/{org_id}/report-links/{link_id}",
+    responses={404: {"description": "Unknown org or link"}},
+)
+async def get_report_link(
+    org_id: uuid.UUID,
+    link_id: uuid.UUID,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
+) -> ReportLinkRead:
+    return await service.get_link(session, principal, org_id, link_id, context.clock.now())
+
+
+@router.delete(
+    "/orgs/{org_id}/report-links/{link_id}",
+    responses={404: {"description": "Unknown org or link"}},
+)
+async def delete_report_link(
+    org_id: uuid.UUID,
+    link_id: uuid.UUID,
+    session: Session,
+    principal: CurrentPrincipal,
+    context: Context,
+) -> ReportLinkRead:
+    """The same as `POST …/revoke`: the link stays listed, revoked."""
+    return await service.revoke_link(session, principal, org_id, link_id, context.clock.now())
+
+
 @router.get(PAGE_PATH, response_class=HTMLResponse, include_in_schema=False)
 async def report_page(
     token: str,

@@ -152,6 +152,28 @@ async def list_links(
     )
 
 
+async def _link(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID, link_id: uuid.UUID
+) -> tuple[Org, ReportLink]:
+    org = await get_org(session, principal, org_id)
+    link = await session.scalar(
+        select(ReportLink).where(ReportLink.id == link_id, ReportLink.org_id == org.id)
+    )
+    if link is None:
+        raise NotFoundError(f"report link {link_id} not found")
+    return org, link
+
+
+async def get_link(
+    session: AsyncSession,
+    principal: Principal,
+    org_id: uuid.UUID,
+    link_id: uuid.UUID,
+    now: datetime,
+) -> ReportLinkRead:
+    return link_read((await _link(session, principal, org_id, link_id))[1], now)
+
+
 async def revoke_link(
     session: AsyncSession,
     principal: Principal,
@@ -160,12 +182,7 @@ async def revoke_link(
     now: datetime,
 ) -> ReportLinkRead:
     """The link stops working at once; revoking a revoked link changes nothing."""
-    org = await get_org(session, principal, org_id)
-    link = await session.scalar(
-        select(ReportLink).where(ReportLink.id == link_id, ReportLink.org_id == org.id)
-    )
-    if link is None:
-        raise NotFoundError(f"report link {link_id} not found")
+    org, link = await _link(session, principal, org_id, link_id)
     if link.revoked_at is None:
         link.revoked_at = now
         record_audit(
