@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.engines.catalogue import ENGINE_IDS
@@ -113,6 +115,50 @@ def test_demo_runs_the_embedded_default_end_to_end(tmp_path: Path) -> None:
     trend = re.findall(r"^  \d{4}-\d{2}-\d{2} +\d+% +\[\d+%–\d+%\]  12 / 24$", out, re.M)
     assert len(trend) == 7, out
     assert "last 3 days against the 3 before:" in out
+    # The report link, and a copy of its page to open once the demo has ended.
+    assert re.search(r"^report: http://127\.0\.0\.1:\d+/r/[\w-]+\.[\w-]+$", out, re.M), out
+    copy = re.search(r"a copy: (\S+\.html)$", out, re.M)
+    assert copy is not None, out
+    page = Path(copy.group(1)).read_text(encoding="utf-8")
+    Path(copy.group(1)).unlink()
+    assert "AI visibility report" in page
+    assert "Simulated answers." in page
+
+
+def test_demo_serve_keeps_the_report_link_up_until_interrupted() -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "SQS_QUEUE_URL", "AWS_ENDPOINT_URL", "REDIS_URL", "API_TOKEN"}
+    }
+    args = ["--questions", "1", "--engines", "openai", "--locations", "US", "--samples", "1"]
+    args += ["--backfill-days", "1", "--serve"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "senso", "demo", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url, lines = None, []
+        for line in process.stdout:  # ends when the process does, so a failed demo ends it too
+            lines.append(line)
+            if line.startswith("report: "):
+                url = line.split()[1]
+            if "press Ctrl-C" in line:
+                break
+        assert url is not None, "".join(lines)
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200
+        assert "AI visibility report" in page.text
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_demo_with_the_emulator_uses_every_real_engine_client() -> None:
