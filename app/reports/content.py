@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from markupsafe import Markup, escape
 from sqlalchemy import ColumnElement, and_, case, desc, false, func, not_, select
@@ -137,9 +138,9 @@ class Selection:
     location: str | None
 
     def query(self, **changes: str | None) -> str:
+        """This page's query string with `changes` applied (the template escapes it)."""
         values = {"engine": self.engine, "location": self.location, **changes}
-        pairs = [f"{k}={escape(v)}" for k, v in values.items() if v]
-        return "?" + "&".join(pairs) if pairs else "?"
+        return "?" + urlencode({k: v for k, v in values.items() if v})
 
 
 @dataclass(frozen=True, slots=True)
