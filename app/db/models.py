@@ -211,6 +211,8 @@ class EvaluationBatch(Base):
     max_runs: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # Computed once when the batch completes (and again on re-scoring): what results serve.
     summary: Mapped[dict[str, Any] | None]
+    # The summary's methodology on its own: trends and reports pool it over many batches.
+    methodology: Mapped[dict[str, Any] | None]
     summarised_at: Mapped[datetime | None]
     triggered_by: Mapped[str] = mapped_column(String(100), default="api")
     user_id: Mapped[str | None] = mapped_column(String(200))

@@ -307,6 +307,7 @@ async def store_summary(
     await session.execute(delete(CellMetric).where(CellMetric.batch_id == batch.id))
     session.add_all(_cell_rows(batch, values))
     batch.summary = summary.model_dump(mode="json")
+    batch.methodology = batch.summary["methodology"]
     batch.summarised_at = now
     await session.flush()
     return summary

@@ -15,6 +15,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +36,6 @@ from app.evaluations.schemas import (
     TrendPoint,
     TrendRead,
 )
-from app.evaluations.summaries import estimate_read
 
 MAX_TREND_DAYS = 731
 MAX_WINDOW_DAYS = 90
@@ -229,8 +229,18 @@ def trend_seed(
 
 def points_of(periods: Sequence[PeriodSums], seed: int) -> list[TrendPoint]:
     found = stats.estimates([p.sums for p in periods], seed)
+    # Built from values that are already what the fields hold: a year of points validated one
+    # by one would cost more than computing them.
     return [
-        TrendPoint(period=p.period, **estimate_read(e).model_dump())
+        TrendPoint.model_construct(
+            period=p.period,
+            value=e.value,
+            interval=e.interval,
+            interval_note=e.note,
+            cells=e.cells,
+            answers=e.answers,
+            questions=e.questions,
+        )
         for p, e in zip(periods, found, strict=True)
     ]
 
@@ -281,43 +291,45 @@ async def trend_methodology(
     the questions the caller counted in the cells it read."""
     stored = await session.scalars(
         # The methodology alone: a whole summary is many times its size to decode.
-        select(EvaluationBatch.summary["methodology"]).where(
+        select(EvaluationBatch.methodology).where(
             EvaluationBatch.org_id == org_id,
             EvaluationBatch.status == BatchStatus.COMPLETED,
             EvaluationBatch.batch_date >= start,
             EvaluationBatch.batch_date <= end,
-            EvaluationBatch.summary.is_not(None),
+            EvaluationBatch.methodology.is_not(None),
         )
     )
-    methods = [MethodologyRead.model_validate(m) for m in stored if m]
+    # Stored by `summaries.methodology` (a MethodologyRead dumped as JSON), so read as the
+    # dicts they are: validating a model per batch costs more than the pooling.
+    methods: list[dict[str, Any]] = [m for m in stored if m]
     models: defaultdict[str, set[str]] = defaultdict(set)
     for m in methods:
-        for e in m.engines:
-            if engine is None or e.engine == engine:
-                models[e.engine].update(e.models)
-    cells = [m.samples_per_cell for m in methods if m.samples_per_cell is not None]
-    versions = sorted({v for m in methods for v in m.extraction_versions})
+        for e in m["engines"]:
+            if engine is None or e["engine"] == engine:
+                models[e["engine"]].update(e["models"])
+    cells = [m["samples_per_cell"] for m in methods if m["samples_per_cell"] is not None]
+    versions = sorted({v for m in methods for v in m["extraction_versions"]})
     return MethodologyRead(
         questions=questions,
         engines=[EngineModels(engine=e, models=sorted(v)) for e, v in sorted(models.items())],
         countries=sorted(
-            {c for m in methods for c in m.countries if location is None or c == location}
+            {c for m in methods for c in m["countries"] if location is None or c == location}
         ),
         samples_per_cell=(
             SamplesPerCell(
-                min=min(c.min for c in cells),
-                mean=round(sum(c.mean for c in cells) / len(cells), 2),
-                max=max(c.max for c in cells),
+                min=min(c["min"] for c in cells),
+                mean=round(sum(c["mean"] for c in cells) / len(cells), 2),
+                max=max(c["max"] for c in cells),
             )
             if cells
             else None
         ),
         answers=AnswerCounts(
-            completed=sum(m.answers.completed for m in methods),
-            failed=sum(m.answers.failed for m in methods),
-            rejected=sum(m.answers.rejected for m in methods),
+            completed=sum(m["answers"]["completed"] for m in methods),
+            failed=sum(m["answers"]["failed"] for m in methods),
+            rejected=sum(m["answers"]["rejected"] for m in methods),
         ),
-        llm_analysis=any(m.llm_analysis for m in methods),
+        llm_analysis=any(m["llm_analysis"] for m in methods),
         interval_method=stats.METHOD,
         extraction_version=versions[0] if versions else None,
         extraction_versions=versions,

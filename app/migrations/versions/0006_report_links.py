@@ -1,11 +1,13 @@
-"""report links: shareable, signed, expiring, revocable
+"""report links: shareable, signed, expiring, revocable; a batch's methodology on its own
 
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-04 22:00:00.000000
 
 A report link's token is signed with REPORT_SIGNING_KEY and names a row here, so links can be
-listed and revoked; the token itself is never stored.
+listed and revoked; the token itself is never stored. A batch's methodology is kept beside its
+summary (copied from the summaries already stored): trends pool it over hundreds of batches,
+and taking it out of each whole summary cost more than the rest of the trend.
 """
 
 from collections.abc import Sequence
@@ -55,8 +57,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_report_links")),
     )
     op.create_index("ix_report_links_org_created", "report_links", ["org_id", "created_at"])
+    with op.batch_alter_table("evaluation_batches") as batch:
+        batch.add_column(sa.Column("methodology", sa.JSON(), nullable=True))
+    methodology = (
+        "json_extract(summary, '$.methodology')"
+        if op.get_bind().dialect.name == "sqlite"
+        else "summary -> 'methodology'"
+    )
+    op.execute(
+        f"UPDATE evaluation_batches SET methodology = {methodology} "  # noqa: S608 - constants
+        "WHERE summary IS NOT NULL"
+    )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("evaluation_batches") as batch:
+        batch.drop_column("methodology")
     op.drop_index("ix_report_links_org_created", table_name="report_links")
     op.drop_table("report_links")
