@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: install demo test lint typecheck unit format
+.PHONY: install demo test lint typecheck unit format bench
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -29,3 +29,7 @@ unit:
 format: install
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
+
+# The benchmark (README.perf.md): `make bench`, or `make bench BENCH_ARGS=--quick`.
+bench: install
+	$(UV) run python -m bench $(BENCH_ARGS)

@@ -9,7 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.analysis import Analyst, create_analyst
 from app.clock import Clock, SystemClock
-from app.db.session import SessionFactory, create_engine, create_session_factory
+from app.db.session import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    create_statement_session_factory,
+)
 from app.engines.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from app.engines.registry import EngineRegistry
 from app.metrics import TimedRateLimiter
@@ -23,6 +28,8 @@ class AppContext:
     settings: Settings
     db: AsyncEngine
     sessions: SessionFactory
+    # Sessions for work that is a single statement: no transaction around it (Postgres).
+    statements: SessionFactory
     queue: SqsQueue | None
     redis: Redis | None
     engines: EngineRegistry
@@ -54,6 +61,7 @@ class AppContext:
             settings=settings,
             db=db,
             sessions=create_session_factory(db),
+            statements=create_statement_session_factory(db),
             queue=queue,
             redis=redis,
             engines=EngineRegistry(settings, limiter),

@@ -71,6 +71,12 @@ RATE_LIMIT_WAIT = Histogram(
     buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf")),
     registry=REGISTRY,
 )
+# Database
+DATABASE_PINGS = Counter(
+    "senso_database_pings",
+    "Liveness pings of pooled Postgres connections that sat idle before being checked out",
+    registry=REGISTRY,
+)
 AUDIT_EVENTS = Counter(
     "senso_audit_events_consumed",
     "Messages of the audit queue, by outcome (stored, duplicate, invalid)",

@@ -1,28 +1,21 @@
 """Fan-out benchmark: how fast a batch's runs go out, and how closely a rate limit is kept.
 
-Runs real batches through the real API and worker (in-process SQS; SQLite unless DATABASE_URL
-names a database) with every engine's real client against the engine emulator on loopback, and
-prints one line per scenario:
+Runs real batches through the real API and worker (moto's SQS server, a Postgres database of
+its own) with every engine's real client against the engine emulator on loopback, and prints
+one line per measurement (`uv run python -m bench fanout`).
 
-    uv run python bench/fanout.py            # about a minute
-    uv run python bench/fanout.py --quick    # a few seconds
-    DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/bench uv run python bench/fanout.py
-
-Scenario "concurrency": 6 engines × 5 questions × 4 countries = 120 runs, each provider call
+Part "concurrency": 6 engines × 5 questions × 4 countries = 120 runs, each provider call
 taking --latency-ms; RUN_CONCURRENCY (runs in flight per engine) varies; "serial" is what
-asking one run at a time would take. Scenario "rate": openai only, with
+asking one run at a time would take. Part "rate": openai only, with
 OPENAI_REQUESTS_PER_MINUTE set to what the emulator allows per key; the achieved rate and the
 429s are counted from the emulator's request log.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import os
 import secrets
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,11 +26,10 @@ import httpx
 from pydantic import SecretStr
 
 from app.context import AppContext
-from app.db.migrate import upgrade
 from app.engines.catalogue import ENGINE_IDS
-from app.logging import configure_logging
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
+from bench.common import Figure, report, scratch_database
 from devtools.embedded import moto_sqs_server, run_worker_task, serve_api
 from devtools.emulator.config import PROVIDERS, EmulatorConfig, RateLimitRule
 from devtools.emulator.server import EmulatorServer
@@ -60,27 +52,25 @@ class Outcome:
 @contextlib.asynccontextmanager
 async def _service(overrides: dict[str, object]) -> AsyncIterator[httpx.AsyncClient]:
     token = secrets.token_urlsafe(16)
-    with tempfile.TemporaryDirectory() as folder, moto_sqs_server() as endpoint:
-        base = Settings(aws_endpoint_url=endpoint, sqs_wait_seconds=1)
-        name = f"bench-{uuid.uuid4().hex[:8]}"
-        queue_url = create_queue_with_dlq(base, name, max_receive_count=5)
-        settings = Settings.model_validate(
-            {
-                "database_url": SecretStr(
-                    os.environ.get("DATABASE_URL", f"sqlite+aiosqlite:///{folder}/bench.db")
-                ),
-                "api_token": SecretStr(token),
-                "aws_endpoint_url": endpoint,
-                "sqs_queue_url": queue_url,
-                "sqs_wait_seconds": 1,
-                "analysis_provider": "simulated",
-                "log_level": "WARNING",
-                **overrides,
-            }
-        )
-        async with AppContext.create(settings) as context:
-            await upgrade(context.db)
+    async with scratch_database() as database_url:
+        with moto_sqs_server() as endpoint:
+            base = Settings(aws_endpoint_url=endpoint, sqs_wait_seconds=1)
+            name = f"bench-{uuid.uuid4().hex[:8]}"
+            queue_url = create_queue_with_dlq(base, name, max_receive_count=5)
+            settings = Settings.model_validate(
+                {
+                    "database_url": SecretStr(database_url),
+                    "api_token": SecretStr(token),
+                    "aws_endpoint_url": endpoint,
+                    "sqs_queue_url": queue_url,
+                    "sqs_wait_seconds": 1,
+                    "analysis_provider": "simulated",
+                    "log_level": "WARNING",
+                    **overrides,
+                }
+            )
             async with (
+                AppContext.create(settings) as context,
                 serve_api(settings, context) as url,
                 run_worker_task(context),
                 httpx.AsyncClient(
@@ -133,6 +123,8 @@ def _peak_in_flight(calls: list[dict[str, Any]], latency: float) -> int:
 async def concurrency(emulator: EmulatorServer, latency_ms: int, levels: list[int]) -> None:
     emulator.state.configure(EmulatorConfig(latency_ms=latency_ms))
     limits = {f"{p}_requests_per_minute": UNLIMITED for p in PROVIDERS}
+    figures = []
+    notes = []
     for level in levels:
         overrides = {
             **emulated_engine_settings(emulator.url),
@@ -144,13 +136,26 @@ async def concurrency(emulator: EmulatorServer, latency_ms: int, levels: list[in
         serial = outcome.runs * latency_ms / 1000
         # BrightData's progress and snapshot polls are free and take no time to answer.
         billed = [c for c in outcome.calls if not c["path"].startswith(_POLL_PATHS)]
-        print(
-            f"concurrency  RUN_CONCURRENCY={level:<3} runs={outcome.completed}/{outcome.runs}"
-            f"  wall={outcome.seconds:6.2f}s  runs/s={outcome.completed / outcome.seconds:6.1f}"
-            f"  serial={serial:5.1f}s  billed calls={len(billed)}"
-            f"  peak in flight={_peak_in_flight(billed, latency_ms / 1000)}",
-            flush=True,
+        figures.append(
+            Figure(
+                f"batch wall time, RUN_CONCURRENCY={level}",
+                outcome.seconds,
+                "s",
+                serial,
+                "asking one run at a time",
+            )
         )
+        notes.append(
+            f"RUN_CONCURRENCY={level}: runs {outcome.completed}/{outcome.runs}, "
+            f"{outcome.completed / outcome.seconds:.1f} runs/s, billed calls {len(billed)}, "
+            f"peak in flight {_peak_in_flight(billed, latency_ms / 1000)}"
+        )
+    report(
+        f"fanout: {len(ENGINE_IDS)} engines × {len(QUESTIONS)} questions × "
+        f"{len(COUNTRIES)} countries, provider latency {latency_ms} ms",
+        figures,
+        notes,
+    )
 
 
 async def rate(emulator: EmulatorServer, requests_per_minute: int, runs: int) -> None:
@@ -167,29 +172,29 @@ async def rate(emulator: EmulatorServer, requests_per_minute: int, runs: int) ->
     arrivals = sorted(c["at"] for c in outcome.calls)
     achieved = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) * 60
     refused = sum(1 for c in outcome.calls if c["status"] == 429)
-    print(
-        f"rate         OPENAI_REQUESTS_PER_MINUTE={requests_per_minute}"
-        f"  runs={outcome.completed}/{outcome.runs}  calls={len(outcome.calls)}"
-        f"  achieved={achieved:6.1f}/min ({achieved / requests_per_minute:.1%})"
-        f"  429s={refused}  wall={outcome.seconds:5.2f}s",
-        flush=True,
+    report(
+        "fanout: one engine held to its rate limit",
+        [
+            Figure(
+                "achieved request rate",
+                achieved,
+                "/min",
+                requests_per_minute,
+                "OPENAI_REQUESTS_PER_MINUTE",
+                "≤ ×1.00, no 429",
+            )
+        ],
+        [
+            f"runs {outcome.completed}/{outcome.runs}, calls {len(outcome.calls)}, "
+            f"429s {refused}, wall {outcome.seconds:.2f} s"
+        ],
     )
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small scenarios, a few seconds")
-    parser.add_argument("--latency-ms", type=int, default=250, help="provider latency (250)")
-    args = parser.parse_args()
-    configure_logging(Settings(log_level="WARNING"))
+async def scenario(quick: bool) -> None:
     with EmulatorServer() as emulator:
-        levels = [8, 32] if args.quick else [1, 8, 32]
-        await concurrency(emulator, args.latency_ms, levels)
-        if args.quick:
-            await rate(emulator, requests_per_minute=1200, runs=40)
+        await concurrency(emulator, 250, [32] if quick else [1, 8, 32])
+        if quick:
+            await rate(emulator, requests_per_minute=2400, runs=40)
         else:
             await rate(emulator, requests_per_minute=600, runs=120)
-
-
-if __name__ == "__main__":
-    asyncio.run(main())

@@ -75,6 +75,7 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
     assert set(results["by_location"]) == {"US", "GB"}
     assert sum(p["completed_runs"] for p in results["by_engine"].values()) == 30
     assert summary["top_competitors"], "the simulated answers name tracked competitors"
+    await _pages_by_cursor_match_pages_by_offset(api, accepted["batch_id"])
 
     assert await audit_actions(context, accepted["batch_id"]) == [
         "batch.created",
@@ -100,6 +101,25 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
         "is_existing": True,
         "total_runs": 30,
     }
+
+
+async def _pages_by_cursor_match_pages_by_offset(api: httpx.AsyncClient, batch_id: str) -> None:
+    path = f"/batches/{batch_id}/results"
+    everything = expect(await api.get(path, params={"limit": 30}), 200)
+    assert everything["next_cursor"] is None, "the last page has no next"
+    paged: list[str] = []
+    params: dict[str, str | int] = {"limit": 7}
+    while True:
+        page = expect(await api.get(path, params=params), 200)
+        paged += [run["run_id"] for run in page["runs"]]
+        if page["next_cursor"] is None:
+            break
+        params = {"limit": 7, "cursor": page["next_cursor"]}
+    assert paged == [run["run_id"] for run in everything["runs"]], "every run once, in order"
+    for cursor in ("bm9wZQ", "!", "AAAAAAAAAAAAAAAAAAAAAA"):
+        refused = await api.get(path, params={"cursor": cursor})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "invalid_cursor"
 
 
 async def test_end_to_end_on_postgres_and_sqs(api: httpx.AsyncClient, context: AppContext) -> None:

@@ -78,8 +78,8 @@ async def test_redis_limiter_caps_concurrency_across_processes(
 async def _grant_times(
     limiter: RateLimiter, clock: ManualClock, limit: RateLimit, tasks: int
 ) -> list[float]:
-    """When each of `tasks` concurrent asks got its slot, on a clock moved only when every
-    waiting ask sleeps (one interval at a time)."""
+    """When each of `tasks` concurrent asks got its slot, on a clock moved only when the ask
+    first in line sleeps (one interval at a time); the others wait behind it."""
     granted: list[float] = []
 
     async def take() -> None:
@@ -88,8 +88,8 @@ async def _grant_times(
 
     asks = [asyncio.create_task(take()) for _ in range(tasks)]
     while len(granted) < tasks:
-        # Every ask either has its slot or sleeps until its place in the rate.
-        await eventually(lambda: clock.sleepers + len(granted) == tasks, what="asks settled")
+        # The first ask in line sleeps until its place in the rate, or every ask has its slot.
+        await eventually(lambda: clock.sleepers == 1 or len(granted) == tasks, what="settled")
         wake = clock.next_wake()
         if wake is not None:
             clock.advance(wake)
@@ -183,6 +183,49 @@ async def test_released_slot_is_free_at_once(
     async with limiter.slot("engine", limit):
         pass
     assert clock.sleeps == [], "the second ask did not wait"
+
+
+async def test_many_waiters_share_a_few_redis_connections_and_keep_the_shared_limit(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's default 4 jobs × 5 engines × 8 lanes waiting on one limit: they wait in
+    line, so the pool is never exhausted and no grant falls back to this process's limit."""
+    client = Redis.from_url(REDIS_URL, max_connections=12)
+    try:
+        limiters: list[RateLimiter] = [RedisRateLimiter(client, prefix, SystemClock())]
+        limit = RateLimit(max_concurrency=8, requests_per_minute=600_000, burst=8)
+        assert await _peak_concurrency(limiters, limit, tasks=160) == 8
+    finally:
+        await client.aclose()
+    assert not [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert not [r for r in caplog.records if "not released" in r.getMessage()]
+
+
+async def test_a_release_wakes_the_next_in_line_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cap full, the asks waiting behind the first do not wake on every release."""
+    limiter = LocalRateLimiter(SystemClock())
+    limit = RateLimit(max_concurrency=1, requests_per_minute=60_000, burst=100)
+    wakeups = 0
+    event_wait = asyncio.Event.wait
+
+    async def counted_wait(event: asyncio.Event) -> bool:
+        nonlocal wakeups
+        result = await event_wait(event)
+        wakeups += 1
+        return result
+
+    monkeypatch.setattr(asyncio.Event, "wait", counted_wait)
+    order: list[int] = []
+
+    async def take(n: int) -> None:
+        async with limiter.slot("engine", limit):
+            order.append(n)
+            await asyncio.sleep(0.001)
+
+    await asyncio.gather(*(take(n) for n in range(64)))
+    monkeypatch.undo()
+    assert order == list(range(64)), "first come, first served"
+    assert 0 < wakeups <= 64, f"{wakeups} wakeups for 64 grants"
 
 
 async def test_unreachable_redis_falls_back_to_limiting_this_process(prefix: str) -> None:

@@ -727,6 +727,33 @@ async def test_the_reconciler_sends_a_batch_whose_enqueue_failed(
     assert batch["charged_runs"] == setup.runs
 
 
+async def test_a_batch_whose_job_still_waits_in_the_queue_is_not_sent_again(
+    api: httpx.AsyncClient, context: AppContext, settings: Settings, sqs: SQSClient
+) -> None:
+    partner_id = await create_partner(api, balance="10.00")
+    setup = await create_org(api, partner_id, questions=1)
+    batch_id = await trigger(api, setup.org_id)
+    queue_url = str(settings.sqs_queue_url)
+    # A backlog longer than the stall window: the job has waited that long, unreceived.
+    async with context.sessions() as session:
+        await session.execute(
+            update(EvaluationBatch)
+            .where(EvaluationBatch.id == uuid.UUID(batch_id))
+            .values(last_enqueued_at=db_now(-2 * settings.stall_after_seconds))
+        )
+        await session.commit()
+    worker = Worker(context)
+    await worker.reconciler.run_once()
+    assert await queue_counts(sqs, queue_url) == (1, 0), "its job is still there: not re-sent"
+    # Once no job waits in the queue, a batch nobody took up has lost its job: it is sent.
+    await asyncio.to_thread(sqs.purge_queue, QueueUrl=queue_url)
+    await worker.reconciler.run_once()
+    assert await queue_counts(sqs, queue_url) == (1, 0)
+    async with running(Worker(context)):
+        batch = await wait_for_batch(api, batch_id)
+    assert batch["status"] == "completed"
+
+
 async def test_dead_letters_of_unfinished_batches_are_redriven_the_others_dropped(
     api: httpx.AsyncClient, context: AppContext, settings: Settings, sqs: SQSClient
 ) -> None:

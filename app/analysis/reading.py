@@ -151,7 +151,10 @@ def _negated(answer: str, names: tuple[str, ...]) -> bool:
     return not mentions(names, parse_document("".join(blanked)).folded.text)
 
 
-@lru_cache(maxsize=256)
+# Sized to the orgs a worker has in flight (WORKER_CONCURRENCY jobs) with room to spare: each
+# entry is a few KiB of compiled patterns, and a worker serving thousands of orgs keeps a level
+# heap only if the cache is full long before it has seen them all.
+@lru_cache(maxsize=32)
 def _negation_patterns(names: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     org = name_pattern(names)  # the org's names exactly as matching finds them
     if org is None:

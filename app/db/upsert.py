@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, CursorResult, Result, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Base
 
@@ -20,6 +20,14 @@ def insert_ignoring_conflicts(
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
     return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+
+
+def upsert(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -> Any:
+    """An INSERT of the sessions' dialect, for an ON CONFLICT DO UPDATE."""
+    bind = sessions.kw["bind"]
+    if bind.dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 def rows_affected(result: Result[Any]) -> int:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, update
+from sqlalchemy import and_, func, not_, or_, update
 
 from app.context import AppContext
 from app.db.clock import db_now
-from app.db.models import EvaluationBatch
+from app.db.models import BatchStatus, EvaluationBatch
 from app.db.upsert import claim_each
 from app.evaluations.lifecycle import LIVE
 from app.evaluations.pipeline import evaluate_org, mark_batch_failed
@@ -94,15 +94,31 @@ async def resend_stalled_batches(context: AppContext) -> None:
     """Batches nobody works on — the enqueue after commit failed, or their worker died — are
     sent again. Activity and the stall window are measured on the database's clock.
 
-    Each is claimed by moving its `last_enqueued_at`, so concurrent reconcilers send it once.
+    A backlog is not a stall: while jobs wait in the queue, a batch that no worker has taken up
+    since it was last sent may be one of them, so it is left alone until the queue has none
+    waiting (its job then is lost, not late). Each is claimed by moving its
+    `last_enqueued_at`, so concurrent reconcilers send it once.
     """
     queue = context.require_queue()
     cutoff = db_now(-context.settings.stall_after_seconds)
-    quiet = (
+    quiet = [
         EvaluationBatch.status.in_(LIVE),
         func.coalesce(EvaluationBatch.heartbeat_at, EvaluationBatch.last_enqueued_at) < cutoff,
         EvaluationBatch.last_enqueued_at < cutoff,
-    )
+    ]
+    depth = await queue.depth()
+    if depth["visible"] + depth["delayed"] > 0:
+        quiet.append(
+            not_(
+                and_(
+                    EvaluationBatch.status == BatchStatus.PENDING,
+                    or_(
+                        EvaluationBatch.heartbeat_at.is_(None),
+                        EvaluationBatch.heartbeat_at < EvaluationBatch.last_enqueued_at,
+                    ),
+                )
+            )
+        )
     async with context.sessions() as session:
         claimed = await claim_each(
             session,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analysis.merge import AnalysisOutcome, analyse, judged_mention, named_competitors
 from app.clock import sleep_until_set
@@ -69,6 +69,7 @@ class ClaimedRun:
     location: str
     earlier_cost: Decimal | None  # billed to us by earlier claims (a rejected answer, a resume)
     sample: int
+    attempts: int  # engine calls so far, this claim's first included
 
     def cost_with(self, cost: Decimal) -> Decimal:
         return (self.earlier_cost or Decimal(0)) + cost
@@ -94,6 +95,7 @@ class MatrixRunner:
         self._max_samples = max_samples
         self._worker_id = control.worker_id
         self._executing: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._results = ResultWriter(context, self._still_ours_all)
 
     async def run(self) -> None:
         """Until no run is left to ask: returns once every run has ended (or, for a batch being
@@ -121,11 +123,7 @@ class MatrixRunner:
                 # A keeper per round of claims: what it holds starts with them.
                 leases = LeaseKeeper(self, self._context, self._batch_id)
                 keeper = group.create_task(leases.run())
-                lanes = [
-                    group.create_task(self._lane(engine_id))
-                    for engine_id in engines
-                    for _ in range(self._lane_width(engine_id))
-                ]
+                lanes = [group.create_task(self._lane(engine_id)) for engine_id in engines]
                 await asyncio.wait(lanes)
                 keeper.cancel()
         except ExceptionGroup as errors:
@@ -143,26 +141,45 @@ class MatrixRunner:
         return max(self._settings.run_concurrency, batch_size)
 
     async def _lane(self, engine_id: str) -> None:
-        # Draining stops the claiming at once; what is in flight finishes or is handed back.
-        while not self._control.stopping.is_set():
-            run = await self._claim(engine_id)
-            if run is None or self._control.stopping.is_set():
-                # A claim that lands after the stop is never started: handed back at the end.
-                return
-            task = asyncio.create_task(self._execute(run))
-            self._executing[run.id] = task
-            try:
-                await asyncio.wait({task})
-            except asyncio.CancelledError:
-                # The matrix is stopping (a drain's end, a timeout): so does the engine call.
+        """Up to the lane's width of the engine's runs in flight. Free places are filled by one
+        claim of as many runs as there are places, so the lane never holds more than the
+        engine has left, and runs that end together are replaced by one statement."""
+        width = self._lane_width(engine_id)
+        running: dict[asyncio.Task[None], uuid.UUID] = {}
+        more = True
+        try:
+            while True:
+                free = width - len(running)
+                # Draining stops the claiming at once; what is in flight finishes or is handed
+                # back.
+                if more and free and not self._control.stopping.is_set():
+                    claimed = await self._claim(engine_id, free)
+                    # Fewer than asked: nothing more of this engine is claimable this round.
+                    more = len(claimed) == free
+                    # A claim that lands after the stop is never started: handed back at the end.
+                    if not self._control.stopping.is_set():
+                        for run in claimed:
+                            task = asyncio.create_task(self._execute(run))
+                            running[task] = run.id
+                            self._executing[run.id] = task
+                if not running:
+                    return
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._executing.pop(running.pop(task), None)
+                    if not task.cancelled():
+                        task.result()  # a bug in _execute ends the matrix with its error
+                    # Cancelled alone: its lease was lost to another worker; this lane goes on.
+        except BaseException:
+            # The matrix is stopping (a drain's end, a timeout, an error): so do the engine
+            # calls of the lane.
+            for task in running:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                raise
-            finally:
-                self._executing.pop(run.id, None)
-            if not task.cancelled():
-                task.result()  # a bug in _execute ends the matrix with its error
-            # Cancelled alone: its lease was lost to another worker; this lane goes on.
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        finally:
+            for run_id in running.values():
+                self._executing.pop(run_id, None)
 
     def abandon(self, run_ids: set[uuid.UUID]) -> None:
         """Stop working on runs whose leases this worker no longer holds."""
@@ -175,9 +192,9 @@ class MatrixRunner:
     def executing(self) -> set[uuid.UUID]:
         return set(self._executing)
 
-    async def _claim(self, engine_id: str) -> ClaimedRun | None:
+    async def _claim(self, engine_id: str, count: int) -> list[ClaimedRun]:
         claimable = _claimable()
-        candidate = (
+        candidates = (
             select(QuestionRun.id)
             .where(
                 QuestionRun.batch_id == self._batch_id,
@@ -185,15 +202,15 @@ class MatrixRunner:
                 claimable,
             )
             .order_by(QuestionRun.created_at, QuestionRun.id)
-            .limit(1)
+            .limit(count)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
-        async with self._context.sessions() as session:
-            row = (
+        # One statement, its own transaction: the runs it returns are ours once it answers.
+        async with self._context.statements() as session:
+            rows = (
                 await session.execute(
                     update(QuestionRun)
-                    .where(QuestionRun.id == candidate, claimable, self._batch_is_live())
+                    .where(QuestionRun.id.in_(candidates), claimable, self._batch_is_live())
                     .values(
                         status=RunStatus.RUNNING,
                         claimed_by=self._worker_id,
@@ -208,11 +225,13 @@ class MatrixRunner:
                         QuestionRun.location,
                         QuestionRun.cost,
                         QuestionRun.sample,
+                        QuestionRun.attempts,
                     )
+                    .execution_options(synchronize_session=False)
                 )
-            ).first()
+            ).all()
             await session.commit()
-        return None if row is None else ClaimedRun(*row)
+        return [ClaimedRun(*row) for row in rows]
 
     def _batch_is_live(self, *, claiming: bool = True) -> ColumnElement[bool]:
         """Runs are claimed only while their batch runs and nobody asked to cancel it; a run
@@ -262,7 +281,7 @@ class MatrixRunner:
 
     async def _complete(self, run: ClaimedRun, answer: EngineAnswer, calls: int) -> None:
         outcome: AnalysisOutcome | None = None
-        rows: list[RunMention | RunCompetitor | RunCitation] = []
+        rows: list[ResultRow] = []
         # A results page without the AI surface has nothing to analyse or extract: the run
         # completes with no mention and no citation.
         if answer.surface_present:
@@ -276,13 +295,10 @@ class MatrixRunner:
             )
             outcome = await self._analyse(run, answer)
             rows = result_rows(run.id, extraction, outcome, subject)
-        async with self._context.sessions() as session:
-            if not await self._store_answer(session, run, answer, outcome, calls):
-                await session.rollback()
-                logger.warning("run lease lost; its answer is dropped", extra={"run_id": run.id})
-                return
-            session.add_all(rows)
-            await session.commit()
+        values = self._completed_values(run, answer, outcome, calls)
+        if not await self._results.store(run.id, values, rows):
+            logger.warning("run lease lost; its answer is dropped", extra={"run_id": run.id})
+            return
         observe_run(run.engine_id, "completed", answer.latency_ms)
 
     async def _analyse(self, run: ClaimedRun, answer: EngineAnswer) -> AnalysisOutcome | None:
@@ -294,14 +310,13 @@ class MatrixRunner:
             self._context.analyst, run.question, answer.text, subject.brand, subject.other_names
         )
 
-    async def _store_answer(
+    def _completed_values(
         self,
-        session: AsyncSession,
         run: ClaimedRun,
         answer: EngineAnswer,
         outcome: AnalysisOutcome | None,
         calls: int,
-    ) -> bool:
+    ) -> dict[str, object]:
         raw: dict[str, object] = {
             **answer.raw,
             "citations": [{"url": c.url, "title": c.title} for c in answer.citations],
@@ -313,32 +328,29 @@ class MatrixRunner:
             raw["analysis"] = outcome.usage_record()
             raw["engine_cost"] = str(answer.cost)
             cost += outcome.cost
-        stored = await session.execute(
-            update(QuestionRun)
-            .where(self._still_ours(run))
-            .values(
-                status=RunStatus.COMPLETED,
-                answer_text=answer.text,
-                model=answer.model,
-                raw_response=raw,
-                input_tokens=answer.input_tokens,
-                output_tokens=answer.output_tokens,
-                cost=run.cost_with(cost),
-                attempts=_with_retries(calls),
-                latency_ms=answer.latency_ms,
-                simulated=answer.simulated,
-                analysed=outcome is not None and outcome.analysis is not None,
-                extraction_version=EXTRACTION_VERSION,
-                surface=answer.surface,
-                searched=answer.searched,
-                search_queries=list(answer.search_queries) or None,
-                surface_present=answer.surface_present,
-                error=None,
-                completed_at=self._clock.now(),
-                lease_expires_at=None,
-            )
-        )
-        return rows_affected(stored) > 0
+        return {
+            "status": RunStatus.COMPLETED,
+            "answer_text": answer.text,
+            "model": answer.model,
+            "raw_response": raw,
+            "input_tokens": answer.input_tokens,
+            "output_tokens": answer.output_tokens,
+            "cost": run.cost_with(cost),
+            # The claim counted the first of this claim's `calls`, and nobody else writes
+            # `attempts` while the claim is held.
+            "attempts": run.attempts + calls - 1,
+            "latency_ms": answer.latency_ms,
+            "simulated": answer.simulated,
+            "analysed": outcome is not None and outcome.analysis is not None,
+            "extraction_version": EXTRACTION_VERSION,
+            "surface": answer.surface,
+            "searched": answer.searched,
+            "search_queries": list(answer.search_queries) or None,
+            "surface_present": answer.surface_present,
+            "error": None,
+            "completed_at": self._clock.now(),
+            "lease_expires_at": None,
+        }
 
     async def _fail(
         self, run: ClaimedRun, reason: str, calls: int = 1, answer: EngineAnswer | None = None
@@ -380,15 +392,18 @@ class MatrixRunner:
         )
 
     def _still_ours(self, run: ClaimedRun) -> ColumnElement[bool]:
+        return self._still_ours_all([run.id])
+
+    def _still_ours_all(self, run_ids: list[uuid.UUID]) -> ColumnElement[bool]:
         return and_(
-            QuestionRun.id == run.id,
+            QuestionRun.id.in_(run_ids),
             QuestionRun.status == RunStatus.RUNNING,
             QuestionRun.claimed_by == self._worker_id,
             self._batch_is_live(claiming=False),
         )
 
     async def _claimable_engines(self) -> list[str]:
-        async with self._context.sessions() as session:
+        async with self._context.statements() as session:
             engines = await session.scalars(
                 select(QuestionRun.engine_id)
                 .where(
@@ -506,7 +521,7 @@ class MatrixRunner:
             .where(EvaluationBatch.id == self._batch_id)
             .scalar_subquery()
         )
-        async with self._context.sessions() as session:
+        async with self._context.statements() as session:
             left, held, cancel_requested = (
                 await session.execute(
                     select(
@@ -547,7 +562,7 @@ class MatrixRunner:
         Best effort: with the database gone the leases end by themselves.
         """
         try:
-            async with self._context.sessions() as session:
+            async with self._context.statements() as session:
                 await session.execute(
                     update(QuestionRun)
                     .where(
@@ -563,6 +578,78 @@ class MatrixRunner:
                 "could not hand the claimed runs back; their leases will expire",
                 extra={"error": describe_error(exc)},
             )
+
+
+ResultRow = RunMention | RunCompetitor | RunCitation
+
+
+@dataclass(slots=True)
+class _Result:
+    run_id: uuid.UUID
+    values: dict[str, object]
+    rows: list[ResultRow]
+    stored: asyncio.Future[bool]
+
+
+class ResultWriter:
+    """Group commit of completed runs: the results of runs that complete while a write is under
+    way are written together, in one transaction, when it ends — a handful of statements for
+    many runs instead of a transaction each. Each run's rows are still committed with its
+    `completed` status, and only while the run is still this worker's: its row is locked, and
+    checked, before anything of it is written."""
+
+    def __init__(
+        self,
+        context: AppContext,
+        still_ours: Callable[[list[uuid.UUID]], ColumnElement[bool]],
+    ) -> None:
+        self._sessions = context.sessions
+        self._still_ours = still_ours
+        self._pending: list[_Result] = []
+        self._lock = asyncio.Lock()
+
+    async def store(
+        self, run_id: uuid.UUID, values: dict[str, object], rows: list[ResultRow]
+    ) -> bool:
+        """False when the run is no longer this worker's: nothing of it is written."""
+        result = _Result(run_id, values, rows, asyncio.get_running_loop().create_future())
+        self._pending.append(result)
+        async with self._lock:
+            if not result.stored.done():
+                group, self._pending = self._pending, []
+                await self._write(group)
+        return result.stored.result()
+
+    async def _write(self, group: list[_Result]) -> None:
+        """Settles every result of the group: stored or not, or the error that stopped it."""
+        try:
+            async with self._sessions() as session:
+                ours = set(
+                    await session.scalars(
+                        select(QuestionRun.id)
+                        .where(self._still_ours([r.run_id for r in group]))
+                        .with_for_update(of=QuestionRun)
+                    )
+                )
+                stored = [r for r in group if r.run_id in ours]
+                if stored:
+                    await session.execute(
+                        update(QuestionRun), [{"id": r.run_id, **r.values} for r in stored]
+                    )
+                    session.add_all([row for r in stored for row in r.rows])
+                await session.commit()
+        except Exception as exc:
+            for result in group:
+                result.stored.set_exception(exc)
+            return
+        except BaseException:
+            # Cancelled mid-write (the matrix stops): the group's runs are as the database has
+            # them, stored or still claimed (handed back when the matrix ends).
+            for result in group:
+                result.stored.cancel()
+            raise
+        for result in group:
+            result.stored.set_result(result.run_id in ours)
 
 
 class LeaseKeeper(LoopService):
@@ -631,10 +718,10 @@ def result_rows(
     extraction: Extraction,
     outcome: AnalysisOutcome | None,
     subject: Subject,
-) -> list[RunMention | RunCompetitor | RunCitation]:
+) -> list[ResultRow]:
     analysis = outcome.analysis if outcome is not None else None
     sentiment, negated = judged_mention(extraction.mentioned, analysis)
-    rows: list[RunMention | RunCompetitor | RunCitation] = [
+    rows: list[ResultRow] = [
         RunMention(
             run_id=run_id,
             mentioned=extraction.mentioned,

@@ -52,7 +52,7 @@ class BatchFailedError(Exception):
 
 async def evaluate_org(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
     with log_context(org_id=job.org_id, batch_id=job.batch_id):
-        async with context.sessions() as session:
+        async with context.statements() as session:
             known = await session.scalar(
                 select(EvaluationBatch.id).where(
                     EvaluationBatch.id == job.batch_id, EvaluationBatch.org_id == job.org_id
@@ -97,19 +97,32 @@ async def _evaluate(context: AppContext, batch_id: uuid.UUID, control: JobContro
 async def get_or_create_batch(
     context: AppContext, batch_id: uuid.UUID
 ) -> tuple[EvaluationBatch, Org]:
-    """The API created the batch and its runs in one transaction; here it is fetched."""
-    async with context.sessions() as session:
-        batch = await session.get_one(EvaluationBatch, batch_id, with_for_update=True)
+    """The API created the batch and its runs in one transaction; here it is fetched, its
+    attempt counted by the same statement."""
+    async with context.statements() as session:
+        batch = await session.scalar(
+            update(EvaluationBatch)
+            .where(EvaluationBatch.id == batch_id)
+            .values(job_attempts=EvaluationBatch.job_attempts + 1, heartbeat_at=db_now())
+            .returning(EvaluationBatch)
+        )
+        if batch is None:
+            raise RuntimeError(f"batch {batch_id} vanished")
         org = await session.get_one(Org, batch.org_id)
-        batch.job_attempts += 1
-        batch.heartbeat_at = db_now()  # expired after the commit: nothing below reads it
         await session.commit()
         return batch, org
 
 
 async def check_balance(context: AppContext, batch_id: uuid.UUID, partner_id: uuid.UUID) -> None:
     """The batch's uncharged runs are covered by its reservation, or reserved now (a batch
-    admitted before reservations, a price change): 402's counterpart, a permanent failure."""
+    admitted before reservations, a price change): 402's counterpart, a permanent failure.
+
+    Covered is read without locks first (reservations only shrink with the runs they cover),
+    so the usual batch costs two reads, not a locked transaction."""
+    async with context.statements() as session:
+        batch = await session.get_one(EvaluationBatch, batch_id)
+        if batch.reserved_amount >= batch.price_per_run * await uncharged_runs(session, batch):
+            return
     async with context.sessions() as session:
         partner = await lock_partner(session, partner_id)
         batch = await lock_batch(session, batch_id)
@@ -177,7 +190,7 @@ async def track_usage(context: AppContext, batch_id: uuid.UUID, partner_id: uuid
 
 
 async def complete_batch(context: AppContext, batch_id: uuid.UUID) -> None:
-    async with context.sessions() as session:
+    async with context.statements() as session:
         counts = await status_counts(session, batch_id)
     unfinished = counts.get(RunStatus.PENDING, 0) + counts.get(RunStatus.RUNNING, 0)
     if unfinished:
@@ -206,7 +219,7 @@ async def mark_batch_failed(context: AppContext, batch_id: uuid.UUID, reason: st
 async def cancel_batch(context: AppContext, batch_id: uuid.UUID) -> None:
     """Cancelled while it ran (an operator, a deactivated org): nothing is in flight any more;
     what completed is charged, what was never asked is cancelled."""
-    async with context.sessions() as session:
+    async with context.statements() as session:
         reason = await session.scalar(
             select(EvaluationBatch.error).where(EvaluationBatch.id == batch_id)
         )
@@ -239,7 +252,7 @@ async def _end(
 
 
 async def _cancel_requested(context: AppContext, batch_id: uuid.UUID) -> bool:
-    async with context.sessions() as session:
+    async with context.statements() as session:
         requested = await session.scalar(
             select(EvaluationBatch.cancel_requested_at).where(EvaluationBatch.id == batch_id)
         )

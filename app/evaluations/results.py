@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections import defaultdict
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -15,6 +18,7 @@ from app.db.models import (
     RunCompetitor,
     RunMention,
 )
+from app.errors import InvalidInputError
 from app.evaluations.schemas import (
     BatchSummary,
     CitationRead,
@@ -49,7 +53,10 @@ async def batch_results(
     page: PageParams,
     engine: str | None,
     location: str | None,
+    cursor: str | None = None,
 ) -> ResultsRead:
+    """A page of the batch's runs: after `cursor` (keyset: the page costs the same however
+    deep it is) or at `offset`; `next_cursor` leads to the next page."""
     summary = await batch_summary(session, batch)
     query = select(QuestionRun).where(QuestionRun.batch_id == batch.id)
     if engine is not None:
@@ -57,9 +64,13 @@ async def batch_results(
     if location is not None:
         query = query.where(QuestionRun.location == location.upper())
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    if cursor is not None:
+        query = query.where(tuple_(*RUN_ORDER) > tuple_(*await _after(session, batch, cursor)))
     runs = list(
-        await session.scalars(query.order_by(*RUN_ORDER).limit(page.limit).offset(page.offset))
+        await session.scalars(query.order_by(*RUN_ORDER).limit(page.limit + 1).offset(page.offset))
     )
+    more = len(runs) > page.limit
+    runs = runs[: page.limit]
     return ResultsRead(
         **summary.model_dump(),
         batch_id=batch.id,
@@ -69,7 +80,30 @@ async def batch_results(
         total=total,
         limit=page.limit,
         offset=page.offset,
+        next_cursor=encode_cursor(runs[-1].id) if more else None,
     )
+
+
+def encode_cursor(run_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(run_id.bytes).decode().rstrip("=")
+
+
+async def _after(session: AsyncSession, batch: EvaluationBatch, cursor: str) -> tuple[Any, ...]:
+    """The order key of the run a cursor names: the page goes on after it."""
+    try:
+        run_id = uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError(
+            "cursor is not one this API gave out", code="invalid_cursor"
+        ) from exc
+    key = (
+        await session.execute(
+            select(*RUN_ORDER).where(QuestionRun.id == run_id, QuestionRun.batch_id == batch.id)
+        )
+    ).first()
+    if key is None:
+        raise InvalidInputError("cursor names no run of this batch", code="invalid_cursor")
+    return tuple(key)
 
 
 async def run_reads(session: AsyncSession, runs: list[QuestionRun]) -> list[RunRead]:

@@ -90,7 +90,10 @@ async def cancel_batch(
     return await service.batch_read(session, batch)
 
 
-@router.get("/batches/{batch_id}/results")
+@router.get(
+    "/batches/{batch_id}/results",
+    responses={422: {"description": "Invalid page, filter or cursor (`invalid_cursor`)"}},
+)
 async def get_results(
     batch_id: uuid.UUID,
     session: Session,
@@ -98,9 +101,13 @@ async def get_results(
     page: Annotated[PageParams, Depends(page_params)],
     engine: Annotated[ShortLabel | None, Query(description="Only runs of this engine")] = None,
     location: Annotated[Country | None, Query(description="Only runs in this country")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=40, description="`next_cursor` of the previous page: the runs after it"),
+    ] = None,
 ) -> ResultsRead:
     batch = await service.get_batch(session, principal, batch_id)
-    return await results.batch_results(session, batch, page, engine, location)
+    return await results.batch_results(session, batch, page, engine, location, cursor)
 
 
 @router.get("/orgs/{org_id}/batches")

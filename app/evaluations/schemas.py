@@ -256,6 +256,11 @@ class ResultsRead(BatchSummary):
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page (keyset: as fast however deep); "
+        "null on the last page",
+    )
 
 
 class BatchListItem(BaseModel):

@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -294,20 +295,65 @@ async def get_batch(
     return batch
 
 
-async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
-    counts = await status_counts(session, batch.id)
-    # Costs are summed here, not in SQL: SQLite keeps money as text (exact), and SUM() would
-    # turn it into a float.
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    completed: int
+    failed: int
+    cancelled: int
+    cost: Decimal
+    simulated: bool
+    charged_runs: int
+    charged_amount: Decimal
+
+
+async def run_totals(session: AsyncSession, batch_id: uuid.UUID) -> RunTotals:
+    """A batch's run counts, cost and charges. On Postgres one aggregate statement, whatever
+    the batch's size (NUMERIC sums are exact); SQLite keeps money as text, which SUM() would
+    turn into a float, so there the embedded database's few rows are summed here."""
+    of_batch = QuestionRun.batch_id == batch_id
+    charged = UsageLedgerEntry.batch_id == batch_id
+    if session.get_bind().dialect.name == "postgresql":
+        row = (
+            await session.execute(
+                select(
+                    func.count().filter(QuestionRun.status == RunStatus.COMPLETED),
+                    func.count().filter(QuestionRun.status == RunStatus.FAILED),
+                    func.count().filter(QuestionRun.status == RunStatus.CANCELLED),
+                    func.sum(QuestionRun.cost),
+                    func.bool_or(QuestionRun.simulated),
+                    select(func.count()).where(charged).scalar_subquery(),
+                    select(func.sum(UsageLedgerEntry.amount)).where(charged).scalar_subquery(),
+                ).where(of_batch)
+            )
+        ).one()
+        completed, failed, cancelled, cost, simulated, charged_runs, charged_amount = row
+        return RunTotals(
+            completed,
+            failed,
+            cancelled,
+            cost or Decimal(0),
+            bool(simulated),
+            charged_runs,
+            charged_amount or Decimal(0),
+        )
+    counts = await status_counts(session, batch_id)
     cost_and_simulated = (
-        await session.execute(
-            select(QuestionRun.cost, QuestionRun.simulated).where(QuestionRun.batch_id == batch.id)
-        )
+        await session.execute(select(QuestionRun.cost, QuestionRun.simulated).where(of_batch))
     ).all()
-    charges = list(
-        await session.scalars(
-            select(UsageLedgerEntry.amount).where(UsageLedgerEntry.batch_id == batch.id)
-        )
+    charges = list(await session.scalars(select(UsageLedgerEntry.amount).where(charged)))
+    return RunTotals(
+        counts.get(RunStatus.COMPLETED, 0),
+        counts.get(RunStatus.FAILED, 0),
+        counts.get(RunStatus.CANCELLED, 0),
+        money_sum([cost for cost, _ in cost_and_simulated]),
+        any(simulated for _, simulated in cost_and_simulated),
+        len(charges),
+        money_sum(list(charges)),
     )
+
+
+async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
+    totals = await run_totals(session, batch.id)
     steps = {
         step.name: step
         for step in await session.scalars(select(BatchStep).where(BatchStep.batch_id == batch.id))
@@ -322,17 +368,17 @@ async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead
         samples=batch.samples,
         max_samples=batch.max_samples,
         max_runs=batch.max_runs,
-        completed_runs=counts.get(RunStatus.COMPLETED, 0),
-        failed_runs=counts.get(RunStatus.FAILED, 0),
-        cancelled_runs=counts.get(RunStatus.CANCELLED, 0),
-        charged_runs=len(charges),
-        cost=money_sum([cost for cost, _ in cost_and_simulated]),
-        charged_amount=money_sum(list(charges)),
+        completed_runs=totals.completed,
+        failed_runs=totals.failed,
+        cancelled_runs=totals.cancelled,
+        charged_runs=totals.charged_runs,
+        cost=totals.cost,
+        charged_amount=totals.charged_amount,
         price_per_run=batch.price_per_run,
         reserved=batch.reserved_amount,
         job_failures=batch.job_failures,
         cancel_requested_at=batch.cancel_requested_at,
-        simulated=any(simulated for _, simulated in cost_and_simulated),
+        simulated=totals.simulated,
         triggered_by=batch.triggered_by,
         user_id=batch.user_id,
         created_at=batch.created_at,

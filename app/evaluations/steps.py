@@ -14,7 +14,7 @@ from app.clock import Clock
 from app.context import AppContext
 from app.db.models import BatchStep, StepStatus
 from app.db.session import SessionFactory
-from app.db.upsert import insert_ignoring_conflicts
+from app.db.upsert import upsert
 from app.errors import describe_error
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def recorded_step(context: AppContext, batch_id: uuid.UUID, name: str) -> AsyncIterator[None]:
-    sessions, clock = context.sessions, context.clock
+    sessions, clock = context.statements, context.clock
     await _begin(sessions, clock, batch_id, name)
     logger.info("step started", extra={"step": name})
     try:
@@ -45,22 +45,22 @@ async def recorded_step(context: AppContext, batch_id: uuid.UUID, name: str) -> 
 
 async def _begin(sessions: SessionFactory, clock: Clock, batch_id: uuid.UUID, name: str) -> None:
     now = clock.now()
+    # One upsert, its own transaction: two workers starting the same step at once both count
+    # their attempt, and the primary key settles who inserts.
+    insert = upsert(sessions, BatchStep).values(
+        batch_id=batch_id, name=name, status=StepStatus.RUNNING, attempts=1, started_at=now
+    )
     async with sessions() as session:
-        # Two workers may start the same step at once: the primary key settles who inserts.
         await session.execute(
-            insert_ignoring_conflicts(session, BatchStep, ["batch_id", "name"]).values(
-                batch_id=batch_id, name=name, status=StepStatus.RUNNING, attempts=0, started_at=now
-            )
-        )
-        await session.execute(
-            update(BatchStep)
-            .where(BatchStep.batch_id == batch_id, BatchStep.name == name)
-            .values(
-                status=StepStatus.RUNNING,
-                attempts=BatchStep.attempts + 1,
-                started_at=now,
-                finished_at=None,
-                error=None,
+            insert.on_conflict_do_update(
+                index_elements=["batch_id", "name"],
+                set_={
+                    "status": StepStatus.RUNNING,
+                    "attempts": BatchStep.attempts + 1,
+                    "started_at": now,
+                    "finished_at": None,
+                    "error": None,
+                },
             )
         )
         await session.commit()

@@ -100,7 +100,9 @@ def name_pattern(names: Iterable[str]) -> str | None:
     return "(?:" + "|".join(map(_regex_source, longest_first)) + ")"
 
 
-@lru_cache(maxsize=1024)
+# The names of the orgs a worker has in flight and of their competitors, with room to spare;
+# bounded low so that a worker's heap levels off after a few dozen orgs, not a thousand.
+@lru_cache(maxsize=256)
 def _compile(names: tuple[str, ...]) -> tuple[_NamePattern, ...]:
     return tuple(
         _NamePattern(re.compile(_regex_source(tokens), re.IGNORECASE), "".join(tokens))

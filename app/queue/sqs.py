@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 # Blocking calls in flight at once; calls beyond it queue (and still meet their deadline).
 _THREADS = 16
+# What one SendMessageBatch call takes (SQS's limit).
+SEND_BATCH_MAX = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,22 @@ class SqsQueue:
             DelaySeconds=delay_seconds,
         )
         return response["MessageId"]
+
+    async def send_batch(self, messages: Sequence[Message]) -> list[bool]:
+        """Up to SEND_BATCH_MAX messages in one SendMessageBatch call; whether each was sent
+        (SQS answers for each entry on its own). A failed call raises."""
+        if len(messages) > SEND_BATCH_MAX:
+            raise ValueError(f"SendMessageBatch takes at most {SEND_BATCH_MAX} messages")
+        response = await self._call(
+            self._clients.calls.send_message_batch,
+            QueueUrl=self.queue_url,
+            Entries=[
+                {"Id": str(index), "MessageBody": message.model_dump_json()}
+                for index, message in enumerate(messages)
+            ],
+        )
+        sent = {entry["Id"] for entry in response.get("Successful", [])}
+        return [str(index) in sent for index in range(len(messages))]
 
     async def receive(
         self, max_messages: int | None = None, *, wait_seconds: int | None = None

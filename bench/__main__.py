@@ -1,0 +1,67 @@
+"""The benchmark: `uv run python -m bench [--quick] [scenario ...]` (or `make bench`).
+
+Every scenario runs the real code on loopback — Postgres (BENCH_POSTGRES_URL, the machine's
+by default; each scenario makes and drops a database of its own), moto's SQS server, the
+engine emulator — and prints each figure beside a baseline measured in the same run, with the
+ratio: the machine is shared, so ratios carry over where absolute times do not. Each scenario
+is bounded in time; the default run takes about four minutes, `--quick` under one (it runs
+`drain` and `memory` only when they are named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from app.logging import configure_logging
+from app.settings import Settings
+from bench import drain, enqueue, fanout, limits, memory, reads, trigger, worker
+
+Scenario = Callable[[bool], Awaitable[None]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "worker": worker.scenario,
+    "memory": memory.scenario,
+    "reads": reads.scenario,
+    "enqueue": enqueue.scenario,
+    "drain": drain.scenario,
+    "trigger": trigger.scenario,
+    "ratelimit": limits.ratelimit,
+    "lanes": limits.lanes,
+    "fanout": fanout.scenario,
+}
+# What `--quick` runs unless scenarios are named: all but the two that start and fill many
+# batches' worth of processes (run them by name, `--quick drain memory`, in about 40 s).
+QUICK = [name for name in SCENARIOS if name not in ("drain", "memory")]
+# Seconds a scenario may take before it is cut short (and the run fails).
+SCENARIO_LIMIT = {False: 90.0, True: 40.0}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller scenarios, under a minute (drain and memory only when named)",
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="scenario", help=f"of {', '.join(SCENARIOS)} (all)"
+    )
+    args = parser.parse_args()
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+    configure_logging(Settings(log_level="WARNING"))
+    chosen = args.scenarios or (QUICK if args.quick else list(SCENARIOS))
+    started = time.monotonic()
+    for name in chosen:
+        began = time.monotonic()
+        await asyncio.wait_for(SCENARIOS[name](args.quick), SCENARIO_LIMIT[args.quick])
+        print(f"  ({name}: {time.monotonic() - began:.1f} s)", flush=True)
+    print(f"\nbench done in {time.monotonic() - started:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,234 @@
+"""A backlog drained by `senso worker` processes: runs per second, with one worker process and
+with several, and what polling `GET /batches/{id}` costs meanwhile.
+
+Orgs of 4 runs each are set up through the API and their batches created by `enqueue_all`
+(the jobs go to moto's SQS server); then worker processes (zero-latency simulated engines,
+Postgres) drain the queue while this process polls one batch through the API. The baselines
+are the same run's: the drain by one process, and the poll's latency just before the drain.
+Every batch must complete and every completed run be charged exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from app.context import AppContext
+from app.evaluations.schedule import enqueue_all
+from app.queue.provision import create_queue_with_dlq
+from app.settings import Settings
+from bench.common import (
+    ADMIN_URL,
+    UNLIMITED,
+    Figure,
+    Matrix,
+    api_client,
+    bench_settings,
+    create_orgs,
+    report,
+    scratch_database,
+)
+from devtools.embedded import moto_sqs_server
+
+MATRIX = Matrix(questions=1, engines=("openai", "anthropic"), locations=("US", "GB"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POLL_SAMPLES = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    runs: int
+    seconds: float
+    idle: list[float]  # seconds, GET /batches/{id} before the drain
+    polls: list[float]  # and during it
+    double_charged: int
+    unfinished: int
+    connections: int  # the most Postgres connections to the database seen during the drain
+
+    @property
+    def rate(self) -> float:
+        return self.runs / self.seconds
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in _SETTING_NAMES}
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url.get_secret_value(),
+            "SQS_QUEUE_URL": str(settings.sqs_queue_url),
+            "AWS_ENDPOINT_URL": str(settings.aws_endpoint_url),
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "embedded"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "embedded"),
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "ENGINE_MODE": "simulated",
+            "SIMULATED_LATENCY_MS": "0",
+            "ANALYSIS_PROVIDER": "simulated",
+            "SQS_WAIT_SECONDS": "1",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            **{f"{engine.upper()}_REQUESTS_PER_MINUTE": str(UNLIMITED) for engine in _ENGINES},
+        }
+    )
+    return env
+
+
+_SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+_ENGINES = ("openai", "anthropic", "analysis")
+
+
+@contextlib.asynccontextmanager
+async def _workers(settings: Settings, count: int) -> AsyncIterator[None]:
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "senso",
+            "worker",
+            cwd=REPO_ROOT,
+            env=_environment(settings),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def _database(url: str) -> asyncpg.Connection:
+    name = url.rsplit("/", 1)[1]
+    return await asyncpg.connect(f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", timeout=10)
+
+
+async def _drain(count: int, workers: int, limit: float) -> Drain:
+    async with scratch_database() as url:
+        with moto_sqs_server() as endpoint:
+            base = bench_settings(url, aws_endpoint_url=endpoint)
+            queue_url = create_queue_with_dlq(
+                base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
+            )
+            settings = base.model_copy(update={"sqs_queue_url": queue_url})
+            async with api_client(settings) as api:
+                await create_orgs(api, count, MATRIX)
+                async with AppContext.create(settings) as context:
+                    await enqueue_all(context, per_second=UNLIMITED)
+                database = await _database(url)
+                try:
+                    polled = await database.fetchval("SELECT id FROM evaluation_batches LIMIT 1")
+                    return await _timed_drain(api, database, str(polled), settings, workers, limit)
+                finally:
+                    await database.close()
+
+
+async def _timed_drain(
+    api: httpx.AsyncClient,
+    database: asyncpg.Connection,
+    polled: str,
+    settings: Settings,
+    workers: int,
+    limit: float,
+) -> Drain:
+    idle = []
+    for _ in range(POLL_SAMPLES):
+        began = time.perf_counter()
+        (await api.get(f"/batches/{polled}")).raise_for_status()
+        idle.append(time.perf_counter() - began)
+    polls: list[float] = []
+    connections = 0
+    started = time.monotonic()
+    async with _workers(settings, workers):
+        while time.monotonic() - started < limit:
+            connections = max(
+                connections,
+                await database.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid()"
+                ),
+            )
+            left = await database.fetchval(
+                "SELECT count(*) FROM evaluation_batches WHERE status IN ('pending', 'running')"
+            )
+            if left == 0:
+                break
+            began = time.perf_counter()
+            (await api.get(f"/batches/{polled}")).raise_for_status()
+            polls.append(time.perf_counter() - began)
+            await asyncio.sleep(0.05)
+        seconds = time.monotonic() - started
+    runs, first, last = await database.fetchrow(
+        "SELECT count(*), min(started_at), max(completed_at) FROM question_runs"
+        " WHERE status = 'completed'"
+    )
+    # From the first run started to the last completed: the processes' start is not counted.
+    if first is not None and last is not None:
+        seconds = (last - first).total_seconds()
+    double = await database.fetchval(
+        "SELECT count(*) FROM (SELECT question_run_id FROM usage_ledger"
+        " GROUP BY question_run_id HAVING count(*) > 1) twice"
+    )
+    unfinished = await database.fetchval(
+        "SELECT count(*) FROM evaluation_batches WHERE status <> 'completed'"
+    )
+    return Drain(runs, seconds, idle, polls, double, unfinished, connections)
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+
+
+async def scenario(quick: bool) -> None:
+    one_count, many_count = (20, 40) if quick else (120, 300)
+    many = 2
+    one = await _drain(one_count, 1, limit=25 if quick else 40)
+    several = await _drain(many_count, many, limit=25 if quick else 50)
+    figures = [
+        Figure(
+            f"runs/s drained by {many} worker processes",
+            several.rate,
+            "runs/s",
+            one.rate,
+            "by one worker process",
+            f"≈ ×{many}",
+        )
+    ]
+    notes = [
+        f"{one.runs} runs of {one_count} orgs in {one.seconds:.1f} s by one process; "
+        f"{several.runs} runs of {many_count} orgs in {several.seconds:.1f} s by {many}",
+        f"batches not completed: {one.unfinished} and {several.unfinished}; runs charged "
+        f"twice: {one.double_charged} and {several.double_charged}",
+        f"most Postgres connections at once: {one.connections} with one worker process, "
+        f"{several.connections} with {many} (this process's API holds some of them)",
+    ]
+    if several.polls:
+        figures.append(
+            Figure(
+                f"GET /batches/{{id}} p99 during the {many}-process drain",
+                _p99(several.polls) * 1000,
+                "ms",
+                _p99(several.idle) * 1000,
+                "p99 idle, before it",
+                "≤ ×2",
+            )
+        )
+    report("drain: a backlog of 4-run batches, worker processes", figures, notes)

@@ -1,0 +1,115 @@
+"""`POST /orgs/{id}/evaluations` under concurrent clients: the API's own share of each request
+(everything but the SQS call) measured apart from the SQS emulator's.
+
+The API runs in this process with a queue that times its SendMessage calls; each request's
+SQS time is paired with it by the batch id its job names. Clients post for distinct orgs, one
+connection at a time and then over 16 at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+import uuid
+
+import httpx
+from pydantic import SecretStr
+
+from app.context import AppContext
+from app.queue.messages import EvaluateOrg, Message
+from app.queue.provision import create_queue_with_dlq
+from app.queue.sqs import SqsQueue
+from bench.common import Figure, Matrix, bench_settings, create_orgs, report, scratch_database
+from devtools.embedded import moto_sqs_server, serve_api
+
+MATRIX = Matrix(questions=5, engines=("openai", "anthropic"), locations=("US", "GB"))
+CONNECTIONS = (1, 16)
+
+
+class TimedQueue(SqsQueue):
+    """The real SQS client, timing each send by the batch its job names."""
+
+    sends: dict[uuid.UUID, float]
+
+    async def send(self, message: Message, *, delay_seconds: int = 0) -> str:
+        started = time.perf_counter()
+        try:
+            return await super().send(message, delay_seconds=delay_seconds)
+        finally:
+            if isinstance(message, EvaluateOrg):
+                self.sends[message.batch_id] = time.perf_counter() - started
+
+
+async def _trigger_all(
+    api: httpx.AsyncClient, orgs: list[str], connections: int
+) -> tuple[dict[uuid.UUID, float], float]:
+    """Each org's trigger, over `connections` clients at once: latency by batch id, and the
+    seconds it all took."""
+    totals: dict[uuid.UUID, float] = {}
+    pending = list(reversed(orgs))
+
+    async def client() -> None:
+        while pending:
+            org_id = pending.pop()
+            began = time.perf_counter()
+            response = await api.post(f"/orgs/{org_id}/evaluations", json={})
+            response.raise_for_status()
+            totals[uuid.UUID(response.json()["batch_id"])] = time.perf_counter() - began
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return totals, time.perf_counter() - started
+
+
+async def scenario(quick: bool) -> None:
+    count = 40 if quick else 240
+    token = secrets.token_urlsafe(16)
+    figures = []
+    notes = []
+    async with scratch_database() as url:
+        with moto_sqs_server() as endpoint:
+            base = bench_settings(url, aws_endpoint_url=endpoint, api_token=SecretStr(token))
+            queue_url = create_queue_with_dlq(
+                base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
+            )
+            settings = base.model_copy(update={"sqs_queue_url": queue_url})
+            async with AppContext.create(settings) as context:
+                context.require_queue().close()
+                queue = TimedQueue(settings, queue_url)
+                queue.sends = {}
+                context.queue = queue
+                async with (
+                    serve_api(settings, context) as api_url,
+                    httpx.AsyncClient(
+                        base_url=api_url,
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=30,
+                        limits=httpx.Limits(max_connections=max(CONNECTIONS)),
+                    ) as api,
+                ):
+                    orgs = await create_orgs(api, count * len(CONNECTIONS), MATRIX)
+                    for n, connections in enumerate(CONNECTIONS):
+                        mine = orgs[n * count : (n + 1) * count]
+                        totals, seconds = await _trigger_all(api, mine, connections)
+                        paired = [(totals[b], queue.sends[b]) for b in totals if b in queue.sends]
+                        api_share = [total - sqs for total, sqs in paired]
+                        sqs_share = [sqs for _, sqs in paired]
+                        figures.append(
+                            Figure(
+                                f"API's own share p50, {connections} connection(s)",
+                                statistics.median(api_share) * 1000,
+                                "ms",
+                                statistics.median(sqs_share) * 1000,
+                                "the SQS emulator's share p50",
+                                "≤ 10 ms",
+                            )
+                        )
+                        notes.append(
+                            f"{connections} connection(s): {len(totals)} batches of "
+                            f"{MATRIX.runs} runs at {len(totals) / seconds:.1f} req/s, request "
+                            f"p50 {statistics.median(list(totals.values())) * 1000:.1f} ms"
+                        )
+                queue.close()
+    report("trigger: POST /orgs/{id}/evaluations", figures, notes)

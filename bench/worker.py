@@ -1,0 +1,226 @@
+"""Worker CPU and Postgres round trips per run, with a zero-latency engine.
+
+Batches are triggered through the real API, then each is run by the worker's pipeline
+(`evaluate_org`, what the worker does with a job) on Postgres, with the simulated engines
+answering at once. The baseline is the pure per-answer work of the same runs, measured in the
+same run: the engine's answer, extraction and analysis, with no database. One batch is run
+again under cProfile, whose top entries are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from app.analysis.merge import analyse
+from app.context import AppContext
+from app.db.models import Org, QuestionRun
+from app.engines.base import EngineRequest
+from app.evaluations.pipeline import evaluate_org, load_subject
+from app.extraction import extract
+from app.jobs import JobControl
+from app.queue.messages import EvaluateOrg
+from app.queue.provision import create_queue_with_dlq
+from bench.common import (
+    Figure,
+    Matrix,
+    RoundTrips,
+    api_client,
+    bench_settings,
+    counting_round_trips,
+    create_orgs,
+    report,
+    scratch_database,
+)
+from devtools.embedded import moto_sqs_server
+
+SMALL = Matrix(questions=2, engines=("openai", "anthropic"), locations=("US",))
+LARGE = Matrix(
+    questions=5,
+    engines=("openai", "anthropic", "gemini", "perplexity", "linkup"),
+    locations=("US", "GB", "DE", "FR"),
+)
+PROFILE_ENTRIES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Triggered:
+    org_id: uuid.UUID
+    batch_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    runs: int
+    cpu_seconds: float
+    trips: RoundTrips
+    batches: int
+
+
+@contextlib.asynccontextmanager
+async def triggered_batches(
+    shapes: list[tuple[Matrix, int]], **overrides: Any
+) -> AsyncIterator[tuple[AppContext, dict[Matrix, list[Triggered]]]]:
+    """Batches of each (matrix, count) triggered through the API; a worker's context.
+    `overrides` are settings of both."""
+    async with scratch_database() as url:
+        with moto_sqs_server() as endpoint:
+            base = bench_settings(url, aws_endpoint_url=endpoint, **overrides)
+            queue_url = create_queue_with_dlq(
+                base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
+            )
+            settings = base.model_copy(update={"sqs_queue_url": queue_url})
+            triggered: dict[Matrix, list[Triggered]] = {}
+            async with api_client(settings) as api:
+                for matrix, count in shapes:
+                    orgs = await create_orgs(api, count, matrix)
+                    triggered[matrix] = []
+                    for org_id in orgs:
+                        response = await api.post(f"/orgs/{org_id}/evaluations", json={})
+                        response.raise_for_status()
+                        batch_id = uuid.UUID(response.json()["batch_id"])
+                        triggered[matrix].append(Triggered(uuid.UUID(org_id), batch_id))
+            # The jobs the API sent are not received: the pipeline is run directly below.
+            worker_settings = settings.model_copy(update={"sqs_queue_url": None})
+            async with AppContext.create(worker_settings) as context:
+                yield context, triggered
+
+
+async def run_batches(context: AppContext, batches: list[Triggered]) -> Measured:
+    control = JobControl(worker_id=f"bench-{uuid.uuid4().hex[:6]}", stopping=asyncio.Event())
+    started = time.process_time()
+    with counting_round_trips(context.db) as trips:
+        for batch in batches:
+            job = EvaluateOrg(org_id=batch.org_id, batch_id=batch.batch_id, reason="bench")
+            await evaluate_org(context, job, control)
+    cpu = time.process_time() - started
+    runs = await _completed_runs(context, batches)
+    return Measured(runs, cpu, trips, len(batches))
+
+
+async def _completed_runs(context: AppContext, batches: list[Triggered]) -> int:
+    async with context.sessions() as session:
+        statuses = await session.scalars(
+            select(QuestionRun.status).where(
+                QuestionRun.batch_id.in_([b.batch_id for b in batches])
+            )
+        )
+        return sum(1 for status in statuses if status == "completed")
+
+
+async def _pure_work(context: AppContext, batch: Triggered, repeat: int) -> tuple[float, int]:
+    """CPU seconds of answering, extracting and analysing the batch's runs `repeat` times,
+    with nothing stored; and the answers made."""
+    async with context.sessions() as session:
+        org = await session.get_one(Org, batch.org_id)
+        runs = (
+            await session.execute(
+                select(
+                    QuestionRun.question_text, QuestionRun.engine_id, QuestionRun.location
+                ).where(QuestionRun.batch_id == batch.batch_id)
+            )
+        ).all()
+    subject = await load_subject(context, org)
+    started = time.process_time()
+    for _ in range(repeat):
+        for question, engine_id, location in runs:
+            engine = context.engines.get(engine_id)
+            answer = await engine.ask(EngineRequest(question, location, subject.brand, 1))
+            extract(
+                subject.profile,
+                answer.text,
+                [(c.url, c.title) for c in answer.citations],
+                subject.variations,
+                subject.brand.competitors,
+            )
+            await analyse(
+                context.analyst, question, answer.text, subject.brand, subject.other_names
+            )
+    return time.process_time() - started, repeat * len(runs)
+
+
+def _profile_top(profile: cProfile.Profile) -> list[str]:
+    """The functions that spent the most CPU themselves (tottime): where the time goes."""
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(PROFILE_ENTRIES)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls"))
+    return [
+        "profile of one batch of each shape (top functions by own CPU time):",
+        *[_shorten(line) for line in lines[header : header + PROFILE_ENTRIES + 1]],
+    ]
+
+
+def _shorten(line: str) -> str:
+    """Paths inside site-packages or the checkout, not the machine's."""
+    line = re.sub(r"\S*/site-packages/", "", line)
+    return line.replace(f"{os.getcwd()}/", "")
+
+
+async def scenario(quick: bool) -> None:
+    small_count = 8 if quick else 40
+    large_count = 2 if quick else 4
+    shapes = [(SMALL, small_count + 2), (LARGE, large_count + 1)]
+    async with triggered_batches(shapes) as (context, triggered):
+        small, large = triggered[SMALL], triggered[LARGE]
+        # The first batch of each shape warms caches (prepared statements, imports) up.
+        await run_batches(context, small[:1])
+        measured_small = await run_batches(context, small[1:-1])
+        measured_large = await run_batches(context, large[:-1])
+        pure_seconds, answers = await _pure_work(context, large[0], repeat=2)
+        profile = cProfile.Profile()
+        profile.enable()
+        await run_batches(context, small[-1:])
+        await run_batches(context, large[-1:])
+        profile.disable()
+    pure_ms = pure_seconds / answers * 1000
+    figures: list[Figure] = []
+    notes: list[str] = []
+    for label, measured in (
+        (f"batches of {SMALL.runs} runs", measured_small),
+        (f"batches of {LARGE.runs} runs", measured_large),
+    ):
+        runs = max(measured.runs, 1)
+        trips = measured.trips
+        figures.append(
+            Figure(
+                f"worker CPU per run, {label}",
+                measured.cpu_seconds / runs * 1000,
+                "ms",
+                pure_ms,
+                "pure per-answer work",
+                "≤ ×2",
+            )
+        )
+        figures.append(
+            Figure(
+                f"Postgres round trips per run, {label}",
+                trips.total / runs,
+                "trips",
+                6,
+                "two transactions of one statement",
+                "≤ 6",
+            )
+        )
+        notes.append(
+            f"{label}: {measured.runs} runs completed in {measured.batches} batches; per run "
+            f"{trips.begins / runs:.2f} BEGIN, {trips.statements / runs:.2f} statements, "
+            f"{trips.commits / runs:.2f} COMMIT, {trips.rollbacks / runs:.2f} ROLLBACK, "
+            f"{trips.pings / runs:.2f} pings, {trips.checkouts / runs:.2f} checkouts; "
+            f"{trips.begins / measured.batches:.1f} transactions per batch"
+        )
+    report("worker: CPU and round trips per run (zero-latency engine)", figures, notes)
+    for line in _profile_top(profile):
+        print(f"  {line}", flush=True)
