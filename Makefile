@@ -30,6 +30,6 @@ format: install
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-# The benchmark (README.perf.md): `make bench`, or `make bench BENCH_ARGS=--quick`.
+# The benchmark (README "The benchmark"): `make bench`, or `make bench BENCH_ARGS=--quick`.
 bench: install
 	$(UV) run python -m bench $(BENCH_ARGS)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from app.logging import configure_logging
 from app.settings import Settings
-from bench import drain, enqueue, fanout, limits, memory, reads, trigger, worker
+from bench import drain, enqueue, fanout, limits, memory, reads, report, trigger, worker
 
 Scenario = Callable[[bool], Awaitable[None]]
 
@@ -31,6 +31,7 @@ SCENARIOS: dict[str, Scenario] = {
     "ratelimit": limits.ratelimit,
     "lanes": limits.lanes,
     "fanout": fanout.scenario,
+    "report": report.scenario,
 }
 # What `--quick` runs unless scenarios are named: all but the two that start and fill many
 # batches' worth of processes (run them by name, `--quick drain memory`, in about 40 s).
