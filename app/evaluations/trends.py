@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db.models import BatchStatus, CellMetric, EvaluationBatch
 from app.errors import InvalidInputError
@@ -80,7 +81,7 @@ async def _cells(
         .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
         .where(
             CellMetric.metric.in_([m.value for m in metrics]),
-            *_completed_cells(org_id, start, end, engine, location),
+            *completed_cells(org_id, start, end, engine, location),
         )
     )
     found: dict[Metric, list[_Cell]] = {m: [] for m in metrics}
@@ -165,25 +166,44 @@ async def read_daily_sums(
 ) -> dict[Metric, DailySums]:
     """Each metric's question sums per day, added up by the database: a trend needs no more
     of its cells, so a year of them is a few thousand rows, not hundreds of thousands."""
+    found: dict[Metric, DailySums] = {m: {} for m in metrics}
+    grouped = await sums_by(
+        session,
+        (CellMetric.metric, CellMetric.batch_date),
+        [
+            CellMetric.metric.in_([m.value for m in metrics]),
+            *completed_cells(org_id, start, end, engine, location),
+        ],
+    )
+    for (metric, day), sums in grouped.items():
+        found[Metric(metric)][day] = sums
+    return found
+
+
+async def sums_by(
+    session: AsyncSession,
+    keys: Sequence[InstrumentedAttribute[Any]],
+    conditions: Sequence[ColumnElement[bool]],
+) -> dict[tuple[Any, ...], QuestionSums]:
+    """The question sums of the cells that meet `conditions` (cell rows joined to their
+    batch), grouped by `keys`: added up by the database."""
     query = (
         select(
-            CellMetric.metric,
-            CellMetric.batch_date,
+            *keys,
             CellMetric.question_id,
             func.sum(CellMetric.value),
             func.count(),
             func.sum(CellMetric.answers),
         )
         .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
-        .where(
-            CellMetric.metric.in_([m.value for m in metrics]),
-            *_completed_cells(org_id, start, end, engine, location),
-        )
-        .group_by(CellMetric.metric, CellMetric.batch_date, CellMetric.question_id)
+        .where(*conditions)
+        .group_by(*keys, CellMetric.question_id)
     )
-    found: dict[Metric, DailySums] = {m: {} for m in metrics}
-    for metric, day, question, total, cells, answers in (await session.execute(query)).all():
-        found[Metric(metric)].setdefault(day, {})[question] = stats.QuestionSums(
+    found: dict[tuple[Any, ...], QuestionSums] = {}
+    width = len(keys)
+    for row in (await session.execute(query)).all():
+        question, total, cells, answers = row[width:]
+        found.setdefault(tuple(row[:width]), {})[question] = stats.QuestionSums(
             float(total), int(cells), int(answers)
         )
     return found
@@ -336,7 +356,7 @@ async def trend_methodology(
     )
 
 
-def _completed_cells(
+def completed_cells(
     org_id: uuid.UUID, start: date, end: date, engine: str | None, location: str | None
 ) -> list[ColumnElement[bool]]:
     """The org's cells of completed batches in range (cell rows joined to their batch)."""

@@ -491,33 +491,16 @@ GridSums = dict[tuple[str, str], trends.QuestionSums]
 
 
 async def _grid_sums(session: AsyncSession, org_id: uuid.UUID, start: date, end: date) -> GridSums:
-    """Visibility's question sums over the range per (engine, country), added up by the
-    database."""
-    query = (
-        select(
-            CellMetric.engine_id,
-            CellMetric.location,
-            CellMetric.question_id,
-            func.sum(CellMetric.value),
-            func.count(),
-            func.sum(CellMetric.answers),
-        )
-        .join(EvaluationBatch, EvaluationBatch.id == CellMetric.batch_id)
-        .where(
-            CellMetric.org_id == org_id,
+    """Visibility's question sums over the range per (engine, country)."""
+    grouped = await trends.sums_by(
+        session,
+        (CellMetric.engine_id, CellMetric.location),
+        [
             CellMetric.metric == Metric.VISIBILITY.value,
-            CellMetric.batch_date >= start,
-            CellMetric.batch_date <= end,
-            EvaluationBatch.status == BatchStatus.COMPLETED,
-        )
-        .group_by(CellMetric.engine_id, CellMetric.location, CellMetric.question_id)
+            *trends.completed_cells(org_id, start, end, None, None),
+        ],
     )
-    found: GridSums = {}
-    for engine, location, question, total, cells, answers in (await session.execute(query)).all():
-        found.setdefault((engine, location), {})[question] = stats.QuestionSums(
-            float(total), int(cells), int(answers)
-        )
-    return found
+    return {(engine, location): sums for (engine, location), sums in grouped.items()}
 
 
 def _grid(sums: GridSums, engines: list[str], locations: list[str], seed: int) -> Grid:

@@ -82,21 +82,6 @@ async def list_report_links(
     return await service.list_links(session, principal, org_id, page, context.clock.now())
 
 
-@router.post(
-    "/orgs/{org_id}/report-links/{link_id}/revoke",
-    responses={404: {"description": "Unknown org or link"}},
-)
-async def revoke_report_link(
-    org_id: uuid.UUID,
-    link_id: uuid.UUID,
-    session: Session,
-    principal: CurrentPrincipal,
-    context: Context,
-) -> ReportLinkRead:
-    """The link stops opening at once (its page answers 404)."""
-    return await service.revoke_link(session, principal, org_id, link_id, context.clock.now())
-
-
 @router.get(
     "/orgs/{org_id}/report-links/{link_id}",
     responses={404: {"description": "Unknown org or link"}},
@@ -111,18 +96,22 @@ async def get_report_link(
     return await service.get_link(session, principal, org_id, link_id, context.clock.now())
 
 
+@router.post(
+    "/orgs/{org_id}/report-links/{link_id}/revoke",
+    responses={404: {"description": "Unknown org or link"}},
+)
 @router.delete(
     "/orgs/{org_id}/report-links/{link_id}",
     responses={404: {"description": "Unknown org or link"}},
 )
-async def delete_report_link(
+async def revoke_report_link(
     org_id: uuid.UUID,
     link_id: uuid.UUID,
     session: Session,
     principal: CurrentPrincipal,
     context: Context,
 ) -> ReportLinkRead:
-    """The same as `POST …/revoke`: the link stays listed, revoked."""
+    """The link stops opening at once (its page answers 404); it stays listed, revoked."""
     return await service.revoke_link(session, principal, org_id, link_id, context.clock.now())
 
 
