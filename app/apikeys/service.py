@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.apikeys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, ApiKeyRotate
@@ -15,7 +15,7 @@ from app.audit import record_audit
 from app.auth import Principal, hash_api_key, new_api_key
 from app.db.models import ApiKey
 from app.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from app.pagination import Page, PageParams
+from app.pagination import Page, PageParams, paginate
 from app.partners.service import get_partner
 
 PREFIX_LENGTH = 10
@@ -54,15 +54,8 @@ async def list_keys(
 ) -> Page[ApiKeyRead]:
     partner = await get_partner(session, principal, partner_id)
     query = select(ApiKey).where(ApiKey.partner_id == partner.id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = await session.scalars(
-        query.order_by(ApiKey.created_at.desc(), ApiKey.id).limit(page.limit).offset(page.offset)
-    )
-    return Page(
-        items=[key_read(key, now) for key in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
+    return await paginate(
+        session, query, (ApiKey.created_at.desc(), ApiKey.id), page, lambda k: key_read(k, now)
     )
 
 

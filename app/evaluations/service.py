@@ -40,7 +40,7 @@ from app.evaluations.schemas import (
 from app.limits import check_batch_size
 from app.logging import log_context
 from app.orgs.service import Matrix, get_org, load_matrix
-from app.pagination import Page, PageParams
+from app.pagination import Page, PageParams, paginate
 from app.queue.messages import EvaluateOrg
 from app.queue.sqs import SqsQueue
 
@@ -412,24 +412,19 @@ async def list_batches(
 ) -> Page[BatchListItem]:
     org = await get_org(session, principal, org_id)
     query = select(EvaluationBatch).where(EvaluationBatch.org_id == org.id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = await session.scalars(
-        query.order_by(EvaluationBatch.batch_date.desc(), EvaluationBatch.created_at.desc())
-        .limit(page.limit)
-        .offset(page.offset)
+    order = (EvaluationBatch.batch_date.desc(), EvaluationBatch.created_at.desc())
+    return await paginate(session, query, order, page, _list_item)
+
+
+def _list_item(b: EvaluationBatch) -> BatchListItem:
+    return BatchListItem(
+        batch_id=b.id,
+        batch_date=b.batch_date,
+        status=b.status,
+        total_runs=b.total_runs,
+        triggered_by=b.triggered_by,
+        created_at=b.created_at,
+        started_at=b.started_at,
+        completed_at=b.completed_at,
+        error=b.error,
     )
-    items = [
-        BatchListItem(
-            batch_id=b.id,
-            batch_date=b.batch_date,
-            status=b.status,
-            total_runs=b.total_runs,
-            triggered_by=b.triggered_by,
-            created_at=b.created_at,
-            started_at=b.started_at,
-            completed_at=b.completed_at,
-            error=b.error,
-        )
-        for b in rows
-    ]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)

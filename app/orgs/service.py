@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
@@ -26,7 +26,7 @@ from app.orgs.schemas import (
     QuestionRead,
     QuestionsSet,
 )
-from app.pagination import Page, PageParams
+from app.pagination import Page, PageParams, paginate
 
 ORG_DEACTIVATED = "org_deactivated"
 
@@ -131,16 +131,7 @@ async def list_orgs(
         query = query.where(Org.partner_id == partner_id)
     if active is not None:
         query = query.where(Org.active.is_(active))
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = await session.scalars(
-        query.order_by(Org.created_at, Org.id).limit(page.limit).offset(page.offset)
-    )
-    return Page(
-        items=[OrgRead.model_validate(o) for o in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return await paginate(session, query, (Org.created_at, Org.id), page, OrgRead.model_validate)
 
 
 async def update_org(

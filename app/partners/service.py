@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +14,7 @@ from app.auth import Principal
 from app.db.models import Partner
 from app.db.types import MAX_MONEY
 from app.errors import ConflictError, InvalidInputError, NotFoundError
-from app.pagination import Page, PageParams
+from app.pagination import Page, PageParams, paginate
 from app.partners.schemas import PartnerCreate, PartnerRead, TopUp
 
 
@@ -63,12 +63,9 @@ async def list_partners(
     query = select(Partner)
     if principal.partner_id is not None:
         query = query.where(Partner.id == principal.partner_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = await session.scalars(
-        query.order_by(Partner.created_at, Partner.id).limit(page.limit).offset(page.offset)
+    return await paginate(
+        session, query, (Partner.created_at, Partner.id), page, PartnerRead.model_validate
     )
-    items = [PartnerRead.model_validate(p) for p in rows]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 async def top_up(

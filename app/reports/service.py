@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from pydantic import SecretStr
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
@@ -19,7 +19,7 @@ from app.auth import Principal
 from app.db.models import Org, ReportLink
 from app.errors import InvalidInputError, NotFoundError
 from app.orgs.service import get_org
-from app.pagination import Page, PageParams
+from app.pagination import Page, PageParams, paginate
 from app.reports import tokens
 from app.reports.schemas import (
     MAX_RANGE_DAYS,
@@ -138,18 +138,8 @@ async def list_links(
     """The org's links, newest first; never their tokens."""
     org = await get_org(session, principal, org_id)
     query = select(ReportLink).where(ReportLink.org_id == org.id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = await session.scalars(
-        query.order_by(ReportLink.created_at.desc(), ReportLink.id)
-        .limit(page.limit)
-        .offset(page.offset)
-    )
-    return Page(
-        items=[link_read(link, now) for link in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    order = (ReportLink.created_at.desc(), ReportLink.id)
+    return await paginate(session, query, order, page, lambda link: link_read(link, now))
 
 
 async def _link(

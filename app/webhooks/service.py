@@ -19,7 +19,7 @@ from app.db.models import (
     WebhookEvent,
 )
 from app.errors import ConflictError, InvalidInputError, NotFoundError
-from app.pagination import Page, PageParams
+from app.pagination import Page, PageParams, paginate
 from app.partners.service import get_partner
 from app.webhooks.schemas import (
     AttemptRead,
@@ -73,14 +73,8 @@ async def list_webhooks(
 ) -> Page[WebhookRead]:
     await get_partner(session, principal, partner_id)
     query = select(WebhookEndpoint).where(WebhookEndpoint.partner_id == partner_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = await session.scalars(
-        query.order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
-        .limit(page.limit)
-        .offset(page.offset)
-    )
-    items = [WebhookRead.model_validate(endpoint) for endpoint in rows]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    order = (WebhookEndpoint.created_at, WebhookEndpoint.id)
+    return await paginate(session, query, order, page, WebhookRead.model_validate)
 
 
 async def get_webhook(
