@@ -303,3 +303,25 @@ async def test_a_link_is_read_and_deleted_like_any_resource(
     assert expect(await api.delete(path), 200)["status"] == "revoked"
     assert (await _page(api, created["url"])).status_code == 404
     assert (await api.get(f"/orgs/{setup.org_id}/report-links/{setup.org_id}")).status_code == 404
+
+
+async def test_a_weekly_report_from_mid_week_counts_its_first_week(
+    api: httpx.AsyncClient, context: AppContext, clock: OffsetClock
+) -> None:
+    setup = await create_org(api, await create_partner(api), questions=3, engines=("openai",))
+    today = clock.today()
+    start = today - timedelta(days=20)
+    while start.weekday() != 2:  # a Wednesday: the first ISO week began before the range
+        start -= timedelta(days=1)
+    await seed_history(context, setup.org_id, _days(today, (today - start).days + 1))
+    created = expect(
+        await api.post(f"/orgs/{setup.org_id}/report-links", json={"from": str(start)}), 201
+    )
+    page = await _page(api, created["url"], granularity="week")
+    assert page.status_code == 200
+    brands = page.text.split("Share of voice per brand: the numbers behind the chart")[1]
+    first_row = brands.split("<tbody>")[1].split("</tr>")[0]
+    assert f"week of {start.isoformat()}" in first_row
+    assert "—" not in first_row, first_row
+    refused = await _page(api, created["url"], granularity="month")
+    assert refused.status_code == 422

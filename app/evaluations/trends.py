@@ -103,13 +103,14 @@ def _sums(cells: Iterable[_Cell]) -> dict[Hashable, stats.QuestionSums]:
     return stats.by_question((c.question, c.value, c.answers) for c in cells)
 
 
-def _period_start(day: date, granularity: Granularity) -> date:
+def period_start(day: date, granularity: Granularity) -> date:
     return day if granularity == Granularity.DAY else day - timedelta(days=day.weekday())
 
 
-def _periods(start: date, end: date, granularity: Granularity) -> list[date]:
+def periods(start: date, end: date, granularity: Granularity) -> list[date]:
+    """The first day of every period that meets the range (a week's Monday may precede it)."""
     step = timedelta(days=1 if granularity == Granularity.DAY else 7)
-    first, periods = _period_start(start, granularity), []
+    first, periods = period_start(start, granularity), []
     while first <= end:
         periods.append(first)
         first += step
@@ -221,9 +222,9 @@ def period_sums(
     """Every period in range (empty ones too) with the question sums of its days."""
     by_period: defaultdict[date, list[QuestionSums]] = defaultdict(list)
     for day, sums in daily.items():
-        by_period[_period_start(day, granularity)].append(sums)
+        by_period[period_start(day, granularity)].append(sums)
     out = []
-    for first in _periods(start, end, granularity):
+    for first in periods(start, end, granularity):
         last = first if granularity == Granularity.DAY else first + timedelta(days=6)
         days = by_period.get(first, [])
         out.append(

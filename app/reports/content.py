@@ -13,7 +13,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -180,7 +180,6 @@ class ChartView:
 class GridCell:
     text: str
     interval: str | None
-    answers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +256,6 @@ class Report:
     answers_date: date | None = None
     methodology: MethodologyRead | None = None
     changes_method: str = ""
-    comparisons: int = 0
 
 
 def engine_label(engine: str) -> str:
@@ -312,7 +310,6 @@ async def build_report(
     # hold them.
     family = trends.change_family(*await _window_scopes(session, org.id, windows))
     report.changes_method = trends.change_method(family)
-    report.comparisons = family
     seed = trends.trend_seed(org.id, selection.engine, selection.location, granularity, start, end)
     for number, view in enumerate(views):
         periods = trends.period_sums(daily[view.metric], start, end, granularity)
@@ -394,8 +391,7 @@ def _tile(
     )
 
 
-def _period_label(period: trends.PeriodSums, granularity: Granularity) -> str:
-    first = period.period.start
+def _period_label(first: date, granularity: Granularity) -> str:
     if granularity == Granularity.DAY:
         return first.isoformat()
     return f"week of {first.isoformat()}"
@@ -411,7 +407,7 @@ def _chart(
     # What `trends.points_of` serves as GET /orgs/{id}/trends, without its response models.
     points = stats.estimates([p.sums for p in periods], seed)
     verdicts = stats.steps([p.sums for p in periods], seed)
-    labels = [_period_label(p, granularity) for p in periods]
+    labels = [_period_label(p.period.start, granularity) for p in periods]
     drawn = [
         charts.TrendPoint(
             label=label,
@@ -520,7 +516,6 @@ def _grid(sums: GridSums, engines: list[str], locations: list[str], seed: int) -
             interval=f"{_pct(found.interval[0])}–{_pct(found.interval[1])}"
             if found.interval
             else None,
-            answers=found.answers,
         )
     return Grid(engines=engines, locations=locations, cells=out)
 
@@ -559,10 +554,6 @@ async def _simulated(session: AsyncSession, org_id: uuid.UUID, start: date, end:
         .limit(1)
     )
     return found is not None
-
-
-def _period_key(day: date, granularity: Granularity) -> date:
-    return day if granularity == Granularity.DAY else day - timedelta(days=day.weekday())
 
 
 async def _brands(
@@ -604,7 +595,7 @@ async def _brands(
         if tracked and key not in tracked:
             continue
         brand = tracked.get(key, name)
-        counts[_period_key(day, granularity)][brand] += count
+        counts[trends.period_start(day, granularity)][brand] += count
         totals[brand] += count
     if tracked:
         names = [n for n in org.competitors if totals[n]]
@@ -622,13 +613,14 @@ async def _brands(
             f"of you and them, per {granularity.value}."
         )
     for day, count in own:
-        counts[_period_key(day, granularity)][org.name] += count
+        counts[trends.period_start(day, granularity)][org.name] += count
     brands = [org.name, *names]
-    periods = trends.period_sums({}, start, end, granularity)
-    labels = [_period_label(p, granularity) for p in periods]
+    firsts = trends.periods(start, end, granularity)
+    # Labelled as the trend charts are: a first week that began before the range, from its start.
+    labels = [_period_label(max(first, start), granularity) for first in firsts]
     series: list[list[float | None]] = [[] for _ in brands]
-    for period in periods:
-        found = counts.get(period.period.start, Counter())
+    for first in firsts:
+        found = counts.get(first, Counter())
         total = sum(found[b] for b in brands)
         for column, brand in enumerate(brands):
             series[column].append(found[brand] / total if total else None)

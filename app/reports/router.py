@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse
@@ -136,16 +136,12 @@ async def report_page(
             "copied incompletely. Ask whoever shared it for a new one.",
         )
     try:
-        selection = _selection(engine, location)
-        chosen = Granularity(granularity) if granularity else None
-    except (InvalidInputError, ValueError) as exc:
-        return _page(422, "Nothing to show for this choice", _message(exc))
-    try:
+        selection, chosen = _choice(engine, location, granularity)
         report = await content.build_report(
             session, opened.org, opened.start, opened.end, selection, chosen
         )
     except InvalidInputError as exc:
-        return _page(422, "Nothing to show for this choice", _message(exc))
+        return _page(422, "Nothing to show for this choice", str(exc))
     nonce = secrets.token_urlsafe(16)
     html = _templates.get_template("report.html").render(
         r=report,
@@ -160,16 +156,18 @@ async def report_page(
     return response
 
 
-def _selection(engine: str | None, location: str | None) -> content.Selection:
+def _choice(
+    engine: str | None, location: str | None, granularity: str | None
+) -> tuple[content.Selection, Granularity | None]:
+    """What the page's query asks to show; InvalidInputError saying what is wrong."""
     if engine and location:
         raise InvalidInputError("choose an engine or a country, not both")
-    country = normalise_country(location) if location else None
-    return content.Selection(engine=engine or None, location=country)
-
-
-def _message(exc: Exception) -> str:
-    detail: Any = exc.detail if isinstance(exc, InvalidInputError) else str(exc)
-    return str(detail)
+    try:
+        country = normalise_country(location) if location else None
+        chosen = Granularity(granularity) if granularity else None
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
+    return content.Selection(engine=engine or None, location=country), chosen
 
 
 def _headers(nonce: str) -> dict[str, str]:
