@@ -24,6 +24,7 @@ from app.db.migrate import upgrade
 from app.metrics import DATABASE_PINGS
 from app.settings import Settings
 from devtools.embedded import serve_api
+from devtools.emulator.config import PROVIDERS
 
 # The machine's Postgres (trust auth on loopback); each scenario makes and drops its own
 # database there. BENCH_POSTGRES_URL names another server, e.g. an RDS instance.
@@ -96,20 +97,7 @@ async def scratch_database() -> AsyncIterator[str]:
 
 def bench_settings(database_url: str, **overrides: Any) -> Settings:
     """Simulated engines answering at once, no rate limit in the way, quiet logs."""
-    limits = {
-        f"{engine}_requests_per_minute": UNLIMITED
-        for engine in (
-            "openai",
-            "azure_openai",
-            "anthropic",
-            "brightdata",
-            "linkup",
-            "gemini",
-            "perplexity",
-            "dataforseo",
-            "analysis",
-        )
-    }
+    limits = {f"{provider}_requests_per_minute": UNLIMITED for provider in (*PROVIDERS, "analysis")}
     values: dict[str, Any] = {
         "database_url": SecretStr(database_url),
         "engine_mode": "simulated",
