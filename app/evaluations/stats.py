@@ -247,9 +247,9 @@ def _means(
 def _column_percentiles(
     replicates: np.ndarray, n: int, *alphas: float
 ) -> list[list[tuple[float, float] | None]]:
-    """`_percentiles` of every column at once, at each of `alphas` from one sort: the same
-    linear interpolation between order statistics as `np.quantile`, over each column's finite
-    values."""
+    """The expanded percentile interval of every column at once, at each of `alphas`, from one
+    sort: linear interpolation between order statistics (as `np.quantile` does) over each
+    column's finite values; None for a column with none."""
     ordered = np.sort(replicates, axis=0)  # NaN sorts last
     finite = np.sum(~np.isnan(replicates), axis=0)
     last = np.maximum(finite - 1, 0)
@@ -325,12 +325,8 @@ def _draws(seed: int, n: int) -> np.ndarray:
 
 
 def _percentiles(replicates: np.ndarray, n: int, alpha: float) -> tuple[float, float] | None:
-    finite = replicates[~np.isnan(replicates)]
-    if finite.size == 0:
-        return None
-    tail = _expanded_tail(n, alpha)
-    low, high = np.quantile(finite, [tail, 1 - tail])
-    return _round(float(low)), _round(float(high))
+    """The expanded percentile interval of one sample's replicates."""
+    return _column_percentiles(replicates[:, None], n, alpha)[0][0]
 
 
 @lru_cache(maxsize=4096)
