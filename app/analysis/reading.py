@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from app.analysis.base import Sentiment
 from app.analysis.names import normalise_competitors
 from app.extraction.document import Document, parse_document
 from app.extraction.folding import fold, fold_prose
 from app.extraction.markdown import Fence
-from app.extraction.matching import match_document, mentions, name_pattern
+from app.extraction.matching import match_document, mentions, name_spans
 
 _LEAD_NAME_RE = re.compile(
     r"^[ \t]*(?:[-*+]|\d{1,3}[.)])[ \t]+"
@@ -67,6 +66,23 @@ _TOPIC = r"(?:information|info|details|data|mentions?|results|evidence)"
 _SUBJECT = (
     r"(?:(?:a|an|the) )?(?:(?:company|product|brand|tool|vendor|platform|service) )?"
     r"(?:(?:called|named) )?[\"']?{org}"
+)
+
+
+# The negating phrases match the org's names masked in the text, so they are compiled once:
+# compiled with each org's names written in, they cost about 12 ms an org, and a worker sees
+# most orgs once a day. The mask is private-use characters, which no name folds to.
+_ORG_START, _ORG_REST = "\ue000", "\ue001"
+_ORG = f"{_ORG_START}{_ORG_REST}*+"
+_UNMASK = str.maketrans({_ORG_START: " ", _ORG_REST: " "})
+_NEGATION_RES = tuple(
+    re.compile(
+        template.format(
+            qualifier=_QUALIFIER, topic=_TOPIC, subject=_SUBJECT.format(org=_ORG), org=_ORG
+        ),
+        re.IGNORECASE,
+    )
+    for template in _NEGATIONS
 )
 
 
@@ -138,10 +154,11 @@ def _tone(sentence: str) -> int:
 def _negated(answer: str, names: tuple[str, ...]) -> bool:
     """Whether no mention of the org is left once every negating phrase is blanked out."""
     folded = fold_prose(answer)
+    masked = _masked(folded.text, names)
     spans = [
         folded.source_span(*match.span())
-        for pattern in _negation_patterns(names)
-        for match in pattern.finditer(folded.text)
+        for pattern in _NEGATION_RES
+        for match in pattern.finditer(masked)
     ]
     if not spans:
         return False
@@ -151,19 +168,10 @@ def _negated(answer: str, names: tuple[str, ...]) -> bool:
     return not mentions(names, parse_document("".join(blanked)).folded.text)
 
 
-# Sized to the orgs a worker has in flight (WORKER_CONCURRENCY jobs) with room to spare: each
-# entry is a few KiB of compiled patterns, and a worker serving thousands of orgs keeps a level
-# heap only if the cache is full long before it has seen them all.
-@lru_cache(maxsize=32)
-def _negation_patterns(names: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    org = name_pattern(names)  # the org's names exactly as matching finds them
-    if org is None:
-        return ()
-    subject = _SUBJECT.format(org=org)
-    return tuple(
-        re.compile(
-            template.format(qualifier=_QUALIFIER, topic=_TOPIC, subject=subject, org=org),
-            re.IGNORECASE,
-        )
-        for template in _NEGATIONS
-    )
+def _masked(folded: str, names: tuple[str, ...]) -> str:
+    """`folded` with each of the org's names replaced by the mask `_ORG` matches, to the
+    same length, so that offsets into it are offsets into `folded`."""
+    text = folded.translate(_UNMASK)
+    for start, end in reversed(name_spans(names, text)):
+        text = text[:start] + _ORG_START + _ORG_REST * (end - start - 1) + text[end:]
+    return text

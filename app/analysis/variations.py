@@ -34,14 +34,17 @@ def names_fingerprint(name: str, aliases: list[str], source: str) -> str:
     return hashlib.sha256(json.dumps(names, sort_keys=True).encode()).hexdigest()
 
 
-async def load_variations(sessions: SessionFactory, analyst: Analyst, org: Org) -> tuple[str, ...]:
+async def load_variations(
+    sessions: SessionFactory, analyst: Analyst, org: Org, *, reads: SessionFactory | None = None
+) -> tuple[str, ...]:
     """The org's variations: cached ones when still current, else freshly generated and stored.
+    `reads`, sessions for the cache's one read (a statement's own transaction is cheapest).
 
     A failed generation is logged and leaves matching to the name and aliases; the next batch
     tries again, since nothing was stored.
     """
     fingerprint = names_fingerprint(org.name, org.aliases, analyst.source)
-    async with sessions() as session:
+    async with (reads or sessions)() as session:
         cached = list(
             await session.scalars(
                 select(OrgNameVariation.variation).where(

@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ScalarSelect, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
@@ -48,15 +48,23 @@ async def lock_batch(session: AsyncSession, batch_id: uuid.UUID) -> EvaluationBa
 async def uncharged_runs(session: AsyncSession, batch: EvaluationBatch) -> int:
     """Runs that may still be charged: not yet charged, neither failed nor cancelled — and the
     adaptive asks the batch may still add (up to `max_runs`)."""
+    uncharged, created = (await session.execute(select(*run_counts(batch.id)))).one()
+    return still_chargeable(batch, uncharged, created)
+
+
+def run_counts(batch_id: uuid.UUID) -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    """The batch's uncharged chargeable runs and all its runs, as two scalar subqueries: read
+    beside another statement's columns, they cost no round trip of their own."""
     chargeable = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPLETED])
-    uncharged, created = (
-        await session.execute(
-            select(
-                func.count().filter(chargeable, QuestionRun.charged_at.is_(None)),
-                func.count(),
-            ).where(QuestionRun.batch_id == batch.id)
-        )
-    ).one()
+    runs = select(func.count()).where(QuestionRun.batch_id == batch_id)
+    return (
+        runs.where(chargeable, QuestionRun.charged_at.is_(None)).scalar_subquery(),
+        runs.scalar_subquery(),
+    )
+
+
+def still_chargeable(batch: EvaluationBatch, uncharged: int, created: int) -> int:
+    """`uncharged_runs` from the two `run_counts`."""
     return int(uncharged) + max(0, batch.max_runs - int(created))
 
 
@@ -104,7 +112,8 @@ async def charge_completed_runs(
     now: datetime,
 ) -> int:
     """Charge every completed, uncharged run of the batch at its admitted price; returns how
-    many were charged. Partner and batch rows must be locked by the caller.
+    many were charged. Partner and batch rows must be locked by the caller; what changed of
+    them is written with the caller's next flush or commit.
 
     The ledger's unique run id is the final guard against charging a run twice.
     """
@@ -155,7 +164,6 @@ async def charge_completed_runs(
             resource_id=batch.id,
             details={"runs": len(charged), "amount": str(amount), "price_per_run": str(price)},
         )
-    await session.flush()
     return len(charged)
 
 

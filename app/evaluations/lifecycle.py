@@ -7,6 +7,7 @@ asked of a cancelled batch are marked cancelled, and the reservation left is giv
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.db.models import (
     BatchStatus,
     EvaluationBatch,
     Org,
+    Partner,
     QuestionRun,
     RunStatus,
     UsageLedgerEntry,
@@ -35,7 +37,13 @@ from app.evaluations.billing import (
 from app.evaluations.runs import in_flight, status_counts
 from app.evaluations.summaries import store_summary
 from app.evaluations.trends import changes
-from app.webhooks.outbox import emit_event, stable_event_id, subscribed_endpoints
+from app.webhooks.outbox import (
+    Endpoints,
+    emit_event,
+    partner_endpoints,
+    stable_event_id,
+    subscribed_to,
+)
 
 LIVE = (BatchStatus.PENDING, BatchStatus.RUNNING)
 # The windows a completed batch's metric.changed events compare (GET /changes?window=7).
@@ -51,6 +59,14 @@ _ACTIONS = {
 _EVENTS = {BatchStatus.COMPLETED: "batch.completed", BatchStatus.FAILED: "batch.failed"}
 
 
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A batch this call ended, and how many webhook deliveries its ending wrote: they are
+    sent once the transaction is committed (none to send, no outbox pass)."""
+
+    deliveries: int
+
+
 async def finish_batch(
     session: AsyncSession,
     batch_id: uuid.UUID,
@@ -60,56 +76,86 @@ async def finish_batch(
     actor: str,
     now: datetime,
     details: dict[str, Any] | None = None,
-) -> bool:
-    """Move a live batch to `status`, settling its money; False when it had already ended.
+    org: Org | None = None,
+) -> Ended | None:
+    """Move a live batch to `status`, settling its money; None when it had already ended.
+    `org`, the batch's, when the caller has it at hand.
 
     Leaves the transaction for the caller to commit.
     """
-    partner = await lock_partner(session, await _partner_of(session, batch_id))
+    partner_id = org.partner_id if org is not None else await partner_of(session, batch_id)
+    partner = await lock_partner(session, partner_id)
     batch = await lock_batch(session, batch_id)
     if batch.status not in LIVE:
-        return False
+        return None
+    return await finish_locked(
+        session, partner, batch, status, error=error, actor=actor, now=now, details=details, org=org
+    )
+
+
+async def finish_locked(
+    session: AsyncSession,
+    partner: Partner,
+    batch: EvaluationBatch,
+    status: BatchStatus,
+    *,
+    error: str | None,
+    actor: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+    org: Org | None = None,
+    counts: dict[RunStatus, int] | None = None,
+) -> Ended:
+    """`finish_batch` of a live batch whose partner and batch rows the caller has locked, in
+    that order; `counts`, its runs by status, when the caller has just read them."""
     await charge_completed_runs(session, partner, batch, actor, now)
     if status == BatchStatus.CANCELLED:
         await session.execute(
             update(QuestionRun)
             .where(
-                QuestionRun.batch_id == batch_id,
+                QuestionRun.batch_id == batch.id,
                 QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING]),
             )
             .values(status=RunStatus.CANCELLED, claimed_by=None, lease_expires_at=None)
         )
+        counts = None
     release_all(partner, batch)
     batch.status = status
     batch.error = error[:MAX_BATCH_ERROR] if error else None
     batch.completed_at = now
     # What its results serve from now on, and the cells its trends read, in the same commit.
-    await store_summary(session, batch, now)
+    await store_summary(session, batch, now, org)
     record_audit(
         session,
         actor=actor,
         action=_ACTIONS[status],
         resource_type="batch",
-        resource_id=batch_id,
+        resource_id=batch.id,
         details=details or {},
     )
+    deliveries = 0
     if status in _EVENTS:
-        await _emit_batch_event(session, batch, partner.id, _EVENTS[status])
-    if status == BatchStatus.COMPLETED:
-        await _emit_metric_changes(session, batch, partner.id)
+        endpoints = await partner_endpoints(session, partner.id)
+        deliveries += await _emit_batch_event(
+            session, batch, partner.id, _EVENTS[status], endpoints, counts
+        )
+        if status == BatchStatus.COMPLETED:
+            deliveries += await _emit_metric_changes(session, batch, partner.id, endpoints)
     await session.flush()
-    return True
+    return Ended(deliveries)
 
 
 async def _emit_metric_changes(
-    session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID
-) -> None:
+    session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID, endpoints: Endpoints
+) -> int:
     """`metric.changed` for each change verdict up or down now this batch has completed: the
     last CHANGE_WINDOW_DAYS up to its date against the days before, as GET /changes says.
     Worked out only for a partner with an endpoint that wants it: the comparison reads two
     windows of cells and bootstraps every metric, engine and country."""
-    if not await subscribed_endpoints(session, partner_id, "metric.changed"):
-        return
+    subscribed = subscribed_to(endpoints, "metric.changed")
+    if not subscribed:
+        return 0
+    deliveries = 0
     found = await changes(session, batch.org_id, CHANGE_WINDOW_DAYS, batch.batch_date)
     for metric, scopes in found.metrics.items():
         compared = [
@@ -120,10 +166,11 @@ async def _emit_metric_changes(
         for scope, key, change in compared:
             if change.verdict == "within_noise":
                 continue
-            await emit_event(
+            emitted = await emit_event(
                 session,
                 partner_id=partner_id,
                 type="metric.changed",
+                endpoints=subscribed,
                 payload={
                     "org_id": str(batch.org_id),
                     "batch_id": str(batch.id),
@@ -138,20 +185,35 @@ async def _emit_metric_changes(
                 },
                 event_id=stable_event_id("metric.changed", batch.id, metric, scope, key),
             )
+            deliveries += len(subscribed) if emitted else 0
+    return deliveries
 
 
 async def _emit_batch_event(
-    session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID, event_type: str
-) -> None:
-    """Tell the partner's webhooks, in the transaction that ended the batch."""
-    counts = await status_counts(session, batch.id)
+    session: AsyncSession,
+    batch: EvaluationBatch,
+    partner_id: uuid.UUID,
+    event_type: str,
+    endpoints: Endpoints,
+    counts: dict[RunStatus, int] | None,
+) -> int:
+    """Tell the partner's webhooks, in the transaction that ended the batch; the deliveries
+    written."""
+    subscribed = subscribed_to(endpoints, event_type)
+    if not subscribed:
+        # An event is kept only for its deliveries: with no endpoint that wants it, there is
+        # nothing to write.
+        return 0
+    if counts is None:
+        counts = await status_counts(session, batch.id)
     charges = await session.scalars(
         select(UsageLedgerEntry.amount).where(UsageLedgerEntry.batch_id == batch.id)
     )
-    await emit_event(
+    emitted = await emit_event(
         session,
         partner_id=partner_id,
         type=event_type,
+        endpoints=subscribed,
         payload={
             "batch_id": str(batch.id),
             "org_id": str(batch.org_id),
@@ -166,6 +228,7 @@ async def _emit_batch_event(
         # One event per ending: a failed batch may be resumed, and then end again.
         event_id=stable_event_id(event_type, batch.id, batch.completed_at),
     )
+    return len(subscribed) if emitted else 0
 
 
 async def request_cancel(
@@ -177,7 +240,7 @@ async def request_cancel(
     Leaves the transaction for the caller to commit.
     """
     # Partner, then batch: the order every writer of these rows locks them in.
-    await lock_partner(session, await _partner_of(session, batch.id))
+    await lock_partner(session, await partner_of(session, batch.id))
     batch = await lock_batch(session, batch.id)
     if batch.status not in LIVE:
         raise ConflictError(
@@ -213,7 +276,7 @@ async def request_cancel(
         )
 
 
-async def _partner_of(session: AsyncSession, batch_id: uuid.UUID) -> uuid.UUID:
+async def partner_of(session: AsyncSession, batch_id: uuid.UUID) -> uuid.UUID:
     partner_id = await session.scalar(
         select(Org.partner_id)
         .join(EvaluationBatch, EvaluationBatch.org_id == Org.id)

@@ -75,6 +75,13 @@ class ClaimedRun:
         return (self.earlier_cost or Decimal(0)) + cost
 
 
+@dataclass(frozen=True, slots=True)
+class _MatrixState:
+    claimable_engines: list[str]
+    ended: bool
+    cancel_requested: bool
+
+
 class MatrixRunner:
     def __init__(
         self,
@@ -96,6 +103,9 @@ class MatrixRunner:
         self._worker_id = control.worker_id
         self._executing: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._results = ResultWriter(context, self._still_ours_all)
+        # Whether a cancel had been asked for when the matrix last looked: once it has
+        # returned, whether the batch ends cancelled.
+        self.cancel_requested = False
 
     async def run(self) -> None:
         """Until no run is left to ask: returns once every run has ended (or, for a batch being
@@ -104,18 +114,24 @@ class MatrixRunner:
             while True:
                 if self._control.stopping.is_set():
                     raise JobInterruptedError("the worker is draining")
-                engines = await self._claimable_engines()
-                if engines:
-                    await self._work(engines)
+                state = await self._state()
+                if state.claimable_engines:
+                    await self._work(state.claimable_engines)
                     continue
-                if await self._ask_again():
-                    continue
-                if await self._all_ended():
+                if self._max_samples is not None:
+                    if await self._ask_again():
+                        continue
+                    # Another worker may have added asks meanwhile: looked at again.
+                    state = await self._state()
+                self.cancel_requested = state.cancel_requested
+                if state.ended:
+                    # Every run this worker claimed has ended: none to hand back.
                     return
                 # Another worker holds the remaining runs: wait for it, or its lease to end.
                 await sleep_until_set(self._clock, self._control.stopping, WAIT_FOR_OTHERS_SECONDS)
-        finally:
+        except BaseException:
             await asyncio.shield(self._release_claims())
+            raise
 
     async def _work(self, engines: list[str]) -> None:
         try:
@@ -402,19 +418,41 @@ class MatrixRunner:
             self._batch_is_live(claiming=False),
         )
 
-    async def _claimable_engines(self) -> list[str]:
+    async def _state(self) -> _MatrixState:
+        """What is left of the batch, in one query: the engines with runs to claim, and whether
+        no run is left to ask — or, for a batch being cancelled, none is in flight with another
+        worker. One query, so a lease that ends meanwhile cannot make a run look both not
+        claimable and not held."""
+        unfinished = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING])
+        held_elsewhere = and_(in_flight(), QuestionRun.claimed_by != self._worker_id)
+        cancelling = (
+            select(EvaluationBatch.cancel_requested_at)
+            .where(EvaluationBatch.id == self._batch_id)
+            .scalar_subquery()
+        )
         async with self._context.statements() as session:
-            engines = await session.scalars(
-                select(QuestionRun.engine_id)
-                .where(
-                    QuestionRun.batch_id == self._batch_id,
-                    _claimable(),
-                    self._batch_is_live(),
+            rows = (
+                await session.execute(
+                    select(
+                        QuestionRun.engine_id,
+                        func.count().filter(_claimable(), self._batch_is_live()),
+                        func.count().filter(unfinished),
+                        func.count().filter(held_elsewhere),
+                        cancelling,
+                    )
+                    .where(QuestionRun.batch_id == self._batch_id)
+                    .group_by(QuestionRun.engine_id)
+                    .order_by(QuestionRun.engine_id)
                 )
-                .distinct()
-                .order_by(QuestionRun.engine_id)
-            )
-            return list(engines)
+            ).all()
+        cancel_requested = any(row[4] is not None for row in rows)
+        left = sum(row[2] for row in rows)
+        held = sum(row[3] for row in rows)
+        return _MatrixState(
+            claimable_engines=[row[0] for row in rows if row[1]],
+            ended=left == 0 or (cancel_requested and held == 0),
+            cancel_requested=cancel_requested,
+        )
 
     async def _ask_again(self) -> int:
         """Adaptive sampling: one more ask of every cell whose answers disagree — some show
@@ -509,29 +547,6 @@ class MatrixRunner:
         if count:
             logger.info("cells whose answers disagree asked again", extra={"runs": count})
         return count
-
-    async def _all_ended(self) -> bool:
-        """No run is left to ask — or, for a batch being cancelled, none is in flight with
-        another worker. One query, so a lease that ends meanwhile cannot make a run look both
-        not claimable and not held."""
-        unfinished = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING])
-        held_elsewhere = and_(in_flight(), QuestionRun.claimed_by != self._worker_id)
-        cancelling = (
-            select(EvaluationBatch.cancel_requested_at)
-            .where(EvaluationBatch.id == self._batch_id)
-            .scalar_subquery()
-        )
-        async with self._context.statements() as session:
-            left, held, cancel_requested = (
-                await session.execute(
-                    select(
-                        func.count().filter(unfinished),
-                        func.count().filter(held_elsewhere),
-                        cancelling,
-                    ).where(QuestionRun.batch_id == self._batch_id)
-                )
-            ).one()
-        return left == 0 or (cancel_requested is not None and held == 0)
 
     async def renew_leases(self) -> set[uuid.UUID]:
         """Extend the leases of this worker's runs of the batch; returns the runs renewed."""

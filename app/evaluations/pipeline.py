@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
@@ -22,15 +23,16 @@ from app.engines.base import BrandContext
 from app.errors import InsufficientBalanceError
 from app.evaluations.billing import (
     admit,
-    charge_completed_runs,
     lock_batch,
     lock_partner,
+    run_counts,
+    still_chargeable,
     uncharged_runs,
 )
-from app.evaluations.lifecycle import LIVE, finish_batch
+from app.evaluations.lifecycle import LIVE, Ended, finish_batch, finish_locked, partner_of
 from app.evaluations.matrix import MatrixRunner, Subject
 from app.evaluations.runs import status_counts
-from app.evaluations.steps import recorded_step
+from app.evaluations.steps import StepLog
 from app.extraction import OrgProfile, registrable_domain
 from app.jobs import JobControl
 from app.logging import log_context
@@ -52,80 +54,93 @@ class BatchFailedError(Exception):
 
 async def evaluate_org(context: AppContext, job: EvaluateOrg, control: JobControl) -> None:
     with log_context(org_id=job.org_id, batch_id=job.batch_id):
-        async with context.statements() as session:
-            known = await session.scalar(
-                select(EvaluationBatch.id).where(
-                    EvaluationBatch.id == job.batch_id, EvaluationBatch.org_id == job.org_id
-                )
-            )
-        if known is None:
+        steps = StepLog(context.statements, context.clock, job.batch_id)
+        await _evaluate(context, job, steps, control)
+        await steps.write()
+
+
+async def _evaluate(
+    context: AppContext, job: EvaluateOrg, steps: StepLog, control: JobControl
+) -> None:
+    batch_id = job.batch_id
+    try:
+        async with steps.step("get_or_create_batch"):
+            fetched = await get_or_create_batch(context, job)
+        if fetched is None:
             # Nothing to record it on: a job for a batch that is not there is only logged.
+            steps.forget()
             logger.warning("job names no batch of this org; dropped")
             return
-        await _evaluate(context, job.batch_id, control)
-
-
-async def _evaluate(context: AppContext, batch_id: uuid.UUID, control: JobControl) -> None:
-    try:
-        async with recorded_step(context, batch_id, "get_or_create_batch"):
-            batch, org = await get_or_create_batch(context, batch_id)
+        batch, org = fetched.batch, fetched.org
         if batch.status not in LIVE:
             logger.info("batch is %s; nothing to do", batch.status.value)
             return
         if batch.cancel_requested_at is None:
-            async with recorded_step(context, batch_id, "check_balance"):
-                await check_balance(context, batch_id, org.partner_id)
-            async with recorded_step(context, batch_id, "start_batch"):
+            async with steps.step("check_balance"):
+                await check_balance(context, batch, org.partner_id, fetched.uncharged)
+            async with steps.step("start_batch"):
                 await start_batch(context, batch_id)
-            async with recorded_step(context, batch_id, "run_question_matrix"):
+            async with steps.step("run_question_matrix", show_running=True):
                 subject = await load_subject(context, org)
                 runner = MatrixRunner(
                     context, batch_id, org.partner_id, subject, control, batch.max_samples
                 )
                 await runner.run()
-        if await _cancel_requested(context, batch_id):
-            await cancel_batch(context, batch_id)
+            cancelled = runner.cancel_requested
+        else:
+            cancelled = True
+        if cancelled:
+            await cancel_batch(context, batch_id, org)
             return
-        async with recorded_step(context, batch_id, "track_usage"):
-            await track_usage(context, batch_id, org.partner_id)
-        async with recorded_step(context, batch_id, "complete_batch"):
-            await complete_batch(context, batch_id)
+        # The completed runs are charged in the transaction that completes the batch: one
+        # transaction for the two steps, each recorded.
+        async with steps.step("track_usage"), steps.step("complete_batch"):
+            await complete_batch(context, batch_id, org)
     except BatchFailedError as exc:
-        await mark_batch_failed(context, batch_id, exc.reason)
+        await mark_batch_failed(context, batch_id, exc.reason, steps=steps)
 
 
-async def get_or_create_batch(
-    context: AppContext, batch_id: uuid.UUID
-) -> tuple[EvaluationBatch, Org]:
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    batch: EvaluationBatch
+    org: Org
+    uncharged: int  # runs that may still be charged (`uncharged_runs`)
+
+
+async def get_or_create_batch(context: AppContext, job: EvaluateOrg) -> Fetched | None:
     """The API created the batch and its runs in one transaction; here it is fetched, its
-    attempt counted by the same statement."""
+    attempt counted by the same statement (None when the job's org has no such batch)."""
+    uncharged, created = run_counts(job.batch_id)
     async with context.statements() as session:
-        batch = await session.scalar(
-            update(EvaluationBatch)
-            .where(EvaluationBatch.id == batch_id)
-            .values(job_attempts=EvaluationBatch.job_attempts + 1, heartbeat_at=db_now())
-            .returning(EvaluationBatch)
-        )
-        if batch is None:
-            raise RuntimeError(f"batch {batch_id} vanished")
+        row = (
+            await session.execute(
+                update(EvaluationBatch)
+                .where(EvaluationBatch.id == job.batch_id, EvaluationBatch.org_id == job.org_id)
+                .values(job_attempts=EvaluationBatch.job_attempts + 1, heartbeat_at=db_now())
+                .returning(EvaluationBatch, uncharged, created)
+            )
+        ).first()
+        if row is None:
+            return None
+        batch = row[0]
         org = await session.get_one(Org, batch.org_id)
         await session.commit()
-        return batch, org
+    return Fetched(batch, org, still_chargeable(batch, row[1], row[2]))
 
 
-async def check_balance(context: AppContext, batch_id: uuid.UUID, partner_id: uuid.UUID) -> None:
+async def check_balance(
+    context: AppContext, batch: EvaluationBatch, partner_id: uuid.UUID, uncharged: int
+) -> None:
     """The batch's uncharged runs are covered by its reservation, or reserved now (a batch
     admitted before reservations, a price change): 402's counterpart, a permanent failure.
 
-    Covered is read without locks first (reservations only shrink with the runs they cover),
-    so the usual batch costs two reads, not a locked transaction."""
-    async with context.statements() as session:
-        batch = await session.get_one(EvaluationBatch, batch_id)
-        if batch.reserved_amount >= batch.price_per_run * await uncharged_runs(session, batch):
-            return
+    Covered is read with the batch, without locks (reservations only shrink with the runs they
+    cover), so the usual batch costs no statement here."""
+    if batch.reserved_amount >= batch.price_per_run * uncharged:
+        return
     async with context.sessions() as session:
         partner = await lock_partner(session, partner_id)
-        batch = await lock_batch(session, batch_id)
+        batch = await lock_batch(session, batch.id)
         runs = await uncharged_runs(session, batch)
         if batch.reserved_amount >= batch.price_per_run * runs:
             await session.rollback()
@@ -163,7 +178,9 @@ async def start_batch(context: AppContext, batch_id: uuid.UUID) -> None:
 
 async def load_subject(context: AppContext, org: Org) -> Subject:
     """What the runs are analysed against, name variations included (cached per org)."""
-    variations = await load_variations(context.sessions, context.analyst, org)
+    variations = await load_variations(
+        context.sessions, context.analyst, org, reads=context.statements
+    )
     brand = BrandContext(
         name=org.name,
         aliases=tuple(org.aliases),
@@ -181,49 +198,67 @@ async def load_subject(context: AppContext, org: Org) -> Subject:
     )
 
 
-async def track_usage(context: AppContext, batch_id: uuid.UUID, partner_id: uuid.UUID) -> None:
+async def complete_batch(context: AppContext, batch_id: uuid.UUID, org: Org | None = None) -> None:
+    """Charge the completed runs and complete the batch, in one transaction: never with runs
+    still to ask, and failed instead when too many runs failed. `org`, the batch's, when the
+    caller has it at hand."""
     async with context.sessions() as session:
+        partner_id = org.partner_id if org is not None else await partner_of(session, batch_id)
         partner = await lock_partner(session, partner_id)
         batch = await lock_batch(session, batch_id)
-        await charge_completed_runs(session, partner, batch, WORKER_ACTOR, context.clock.now())
-        await session.commit()
-
-
-async def complete_batch(context: AppContext, batch_id: uuid.UUID) -> None:
-    async with context.statements() as session:
+        if batch.status not in LIVE:
+            return
         counts = await status_counts(session, batch_id)
-    unfinished = counts.get(RunStatus.PENDING, 0) + counts.get(RunStatus.RUNNING, 0)
-    if unfinished:
-        # Never completed with runs still to ask: the job fails and is tried again.
-        raise RuntimeError(f"{unfinished} run(s) of the batch are still unfinished")
-    total = sum(counts.values())
-    failed = counts.get(RunStatus.FAILED, 0)
-    if total and failed / total > context.settings.max_failed_run_ratio:
-        raise BatchFailedError(
-            f"too_many_failed_runs: {failed} of {total} runs failed "
-            f"(threshold {context.settings.max_failed_run_ratio:.0%})"
+        unfinished = counts.get(RunStatus.PENDING, 0) + counts.get(RunStatus.RUNNING, 0)
+        if unfinished:
+            # The job fails and is tried again.
+            raise RuntimeError(f"{unfinished} run(s) of the batch are still unfinished")
+        total = sum(counts.values())
+        failed = counts.get(RunStatus.FAILED, 0)
+        if total and failed / total > context.settings.max_failed_run_ratio:
+            raise BatchFailedError(
+                f"too_many_failed_runs: {failed} of {total} runs failed "
+                f"(threshold {context.settings.max_failed_run_ratio:.0%})"
+            )
+        details: dict[str, object] = {"runs": total, "failed_runs": failed}
+        ended = await finish_locked(
+            session,
+            partner,
+            batch,
+            BatchStatus.COMPLETED,
+            error=None,
+            actor=WORKER_ACTOR,
+            now=context.clock.now(),
+            details=details,
+            org=org,
+            counts=counts,
         )
-    details: dict[str, object] = {"runs": total, "failed_runs": failed}
-    if await _end(context, batch_id, BatchStatus.COMPLETED, None, details):
-        logger.info("batch completed", extra=details)
+        await session.commit()
+    logger.info("batch completed", extra=details)
+    await _tell(context, ended)
 
 
-async def mark_batch_failed(context: AppContext, batch_id: uuid.UUID, reason: str) -> None:
+async def mark_batch_failed(
+    context: AppContext, batch_id: uuid.UUID, reason: str, *, steps: StepLog | None = None
+) -> None:
     """The batch fails for good: what completed is charged, the rest of its reservation is
-    given back."""
-    async with recorded_step(context, batch_id, "mark_batch_failed"):
+    given back. `steps`, the job's, when a job's step failed it."""
+    log = steps or StepLog(context.statements, context.clock, batch_id)
+    async with log.step("mark_batch_failed"):
         if await _end(context, batch_id, BatchStatus.FAILED, reason, {"reason": reason}):
             logger.warning("batch failed", extra={"reason": reason})
+    if steps is None:
+        await log.write()
 
 
-async def cancel_batch(context: AppContext, batch_id: uuid.UUID) -> None:
+async def cancel_batch(context: AppContext, batch_id: uuid.UUID, org: Org) -> None:
     """Cancelled while it ran (an operator, a deactivated org): nothing is in flight any more;
     what completed is charged, what was never asked is cancelled."""
     async with context.statements() as session:
         reason = await session.scalar(
             select(EvaluationBatch.error).where(EvaluationBatch.id == batch_id)
         )
-    if await _end(context, batch_id, BatchStatus.CANCELLED, reason, {"reason": reason}):
+    if await _end(context, batch_id, BatchStatus.CANCELLED, reason, {"reason": reason}, org):
         logger.info("batch cancelled", extra={"reason": reason})
 
 
@@ -233,6 +268,7 @@ async def _end(
     status: BatchStatus,
     error: str | None,
     details: dict[str, object],
+    org: Org | None = None,
 ) -> bool:
     async with context.sessions() as session:
         ended = await finish_batch(
@@ -243,17 +279,14 @@ async def _end(
             actor=WORKER_ACTOR,
             now=context.clock.now(),
             details=details,
+            org=org,
         )
         await session.commit()
-    if ended:
+    await _tell(context, ended)
+    return ended is not None
+
+
+async def _tell(context: AppContext, ended: Ended | None) -> None:
+    if ended is not None and ended.deliveries:
         # The batch's webhook events were written with its end; sent now it is committed.
         await dispatch_outbox(context)
-    return ended
-
-
-async def _cancel_requested(context: AppContext, batch_id: uuid.UUID) -> bool:
-    async with context.statements() as session:
-        requested = await session.scalar(
-            select(EvaluationBatch.cancel_requested_at).where(EvaluationBatch.id == batch_id)
-        )
-    return requested is not None

@@ -285,9 +285,10 @@ async def names_by_run(
 
 
 async def _facts(
-    session: AsyncSession, batch: EvaluationBatch
+    session: AsyncSession, batch: EvaluationBatch, org: Org | None = None
 ) -> tuple[list[RunFacts], TrackedBrands]:
-    org = await session.get_one(Org, batch.org_id)
+    if org is None:
+        org = await session.get_one(Org, batch.org_id)
     return await load_run_facts(session, batch.id), TrackedBrands.of(org.competitors)
 
 
@@ -297,14 +298,16 @@ async def compute_summary(session: AsyncSession, batch: EvaluationBatch) -> Batc
 
 
 async def store_summary(
-    session: AsyncSession, batch: EvaluationBatch, now: datetime
+    session: AsyncSession, batch: EvaluationBatch, now: datetime, org: Org | None = None
 ) -> BatchSummary:
     """Compute the batch's summary and cell rows and write them, replacing what was there, in
-    the caller's transaction."""
-    runs, tracked = await _facts(session, batch)
+    the caller's transaction. `org`, the batch's, when the caller has it at hand."""
+    runs, tracked = await _facts(session, batch, org)
     values = cell_values(runs, tracked)
     summary = summarise(batch.id, runs, tracked, values)
-    await session.execute(delete(CellMetric).where(CellMetric.batch_id == batch.id))
+    if batch.summarised_at is not None:
+        # Cells are written only with a summary: a batch never summarised has none to replace.
+        await session.execute(delete(CellMetric).where(CellMetric.batch_id == batch.id))
     session.add_all(_cell_rows(batch, values))
     batch.summary = summary.model_dump(mode="json")
     batch.methodology = batch.summary["methodology"]

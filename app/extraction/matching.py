@@ -90,14 +90,14 @@ def mentions(names: Sequence[str], folded: str) -> bool:
     return False
 
 
-def name_pattern(names: Iterable[str]) -> str | None:
-    """A regex, to compile with `re.IGNORECASE`, for any of `names` written as matching finds it
-    in folded text, in any capitalisation; longer names first, so that one never stops short at
-    an alias it starts with. None when no name has anything to match."""
-    longest_first = sorted(_token_sets(names), key=lambda tokens: -len("".join(tokens)))
-    if not longest_first:
-        return None
-    return "(?:" + "|".join(map(_regex_source, longest_first)) + ")"
+def name_spans(names: Sequence[str], folded: str) -> list[tuple[int, int]]:
+    """Where any of `names` is written in `folded` in any capitalisation (what a phrase about
+    the brand may name it as), leftmost-longest: an alias inside a longer name is not apart."""
+    return _non_overlapping(
+        match.span()
+        for pattern in _compile(tuple(names))
+        for match in pattern.regex.finditer(folded)
+    )
 
 
 # The names of the orgs a worker has in flight and of their competitors, with room to spare;

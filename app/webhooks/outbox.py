@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -50,9 +51,11 @@ async def emit_event(
     type: str,
     payload: dict[str, Any],
     event_id: str,
+    endpoints: Sequence[uuid.UUID] | None = None,
 ) -> bool:
     """Record the event and its pending deliveries in the caller's transaction (not committed
-    here); False when an event with this id already exists, which then changes nothing."""
+    here); False when an event with this id already exists, which then changes nothing.
+    `endpoints`: the ones subscribed to it, when the caller has read them already."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {type!r}")
     inserted = await session.execute(
@@ -68,10 +71,16 @@ async def emit_event(
     )
     if inserted.first() is None:
         return False
-    for endpoint_id in await subscribed_endpoints(session, partner_id, type):
+    if endpoints is None:
+        endpoints = await subscribed_endpoints(session, partner_id, type)
+    for endpoint_id in endpoints:
         session.add(WebhookDelivery(endpoint_id=endpoint_id, event_id=event_id))
     await session.flush()
     return True
+
+
+# A partner's enabled endpoints and the event types each wants.
+Endpoints = list[tuple[uuid.UUID, list[str]]]
 
 
 async def subscribed_endpoints(
@@ -79,13 +88,22 @@ async def subscribed_endpoints(
 ) -> list[uuid.UUID]:
     """The partner's enabled endpoints that want `event_type`: whoever an event is told to,
     and whether an event is worth working out at all."""
+    return subscribed_to(await partner_endpoints(session, partner_id), event_type)
+
+
+async def partner_endpoints(session: AsyncSession, partner_id: uuid.UUID) -> Endpoints:
+    """Read once for every event a change tells."""
     endpoints = await session.execute(
         select(WebhookEndpoint.id, WebhookEndpoint.events).where(
             WebhookEndpoint.partner_id == partner_id, WebhookEndpoint.enabled.is_(True)
         )
     )
+    return [(endpoint_id, list(events)) for endpoint_id, events in endpoints.all()]
+
+
+def subscribed_to(endpoints: Endpoints, event_type: str) -> list[uuid.UUID]:
     # Subscriptions are filtered here, not in SQL: a JSON list reads the same on both dialects.
-    return [endpoint_id for endpoint_id, events in endpoints.all() if event_type in events]
+    return [endpoint_id for endpoint_id, events in endpoints if event_type in events]
 
 
 async def dispatch_outbox(context: AppContext) -> int:
