@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -47,6 +48,11 @@ class Base(DeclarativeBase):
         Decimal: Money(),
         dict[str, Any]: JSON(),
     }
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's table, for Core statements of many rows: they skip the ORM's per-row work."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class BatchStatus(enum.StrEnum):

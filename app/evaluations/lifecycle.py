@@ -123,8 +123,6 @@ async def finish_locked(
     batch.status = status
     batch.error = error[:MAX_BATCH_ERROR] if error else None
     batch.completed_at = now
-    # What its results serve from now on, and the cells its trends read, in the same commit.
-    await store_summary(session, batch, now, org)
     record_audit(
         session,
         actor=actor,
@@ -133,6 +131,8 @@ async def finish_locked(
         resource_id=batch.id,
         details=details or {},
     )
+    # What its results serve from now on, and the cells its trends read, in the same commit.
+    await store_summary(session, batch, now, org)
     deliveries = 0
     if status in _EVENTS:
         endpoints = await partner_endpoints(session, partner.id)

@@ -12,11 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analysis.merge import AnalysisOutcome, analyse, judged_mention, named_competitors
 from app.clock import sleep_until_set
@@ -30,6 +41,7 @@ from app.db.models import (
     RunCompetitor,
     RunMention,
     RunStatus,
+    table_of,
 )
 from app.db.upsert import insert_ignoring_conflicts, rows_affected
 from app.engines.backoff import backoff_seconds
@@ -297,7 +309,7 @@ class MatrixRunner:
 
     async def _complete(self, run: ClaimedRun, answer: EngineAnswer, calls: int) -> None:
         outcome: AnalysisOutcome | None = None
-        rows: list[ResultRow] = []
+        rows: ResultRows | None = None
         # A results page without the AI surface has nothing to analyse or extract: the run
         # completes with no mention and no citation.
         if answer.surface_present:
@@ -595,14 +607,11 @@ class MatrixRunner:
             )
 
 
-ResultRow = RunMention | RunCompetitor | RunCitation
-
-
 @dataclass(slots=True)
 class _Result:
     run_id: uuid.UUID
     values: dict[str, object]
-    rows: list[ResultRow]
+    rows: ResultRows | None  # None: a results page without the AI surface adds none
     stored: asyncio.Future[bool]
 
 
@@ -624,7 +633,7 @@ class ResultWriter:
         self._lock = asyncio.Lock()
 
     async def store(
-        self, run_id: uuid.UUID, values: dict[str, object], rows: list[ResultRow]
+        self, run_id: uuid.UUID, values: dict[str, object], rows: ResultRows | None
     ) -> bool:
         """False when the run is no longer this worker's: nothing of it is written."""
         result = _Result(run_id, values, rows, asyncio.get_running_loop().create_future())
@@ -648,10 +657,14 @@ class ResultWriter:
                 )
                 stored = [r for r in group if r.run_id in ours]
                 if stored:
+                    # Core's executemany: the ORM's bulk update by primary key costs more
+                    # per row than the answer's extraction.
+                    runs = table_of(QuestionRun)
                     await session.execute(
-                        update(QuestionRun), [{"id": r.run_id, **r.values} for r in stored]
+                        update(runs).where(runs.c.id == bindparam("run_id")),
+                        [{"run_id": r.run_id, **r.values} for r in stored],
                     )
-                    session.add_all([row for r in stored for row in r.rows])
+                    await insert_result_rows(session, [r.rows for r in stored if r.rows])
                 await session.commit()
         except Exception as exc:
             for result in group:
@@ -728,48 +741,72 @@ def _with_retries(calls: int) -> ColumnElement[int]:
     return QuestionRun.attempts + (calls - 1)
 
 
+@dataclass(frozen=True, slots=True)
+class ResultRows:
+    """What one answer adds beside its run: its mention row, competitor and citation rows, as
+    column values (inserted many at a time, not as ORM objects, which cost more to build and
+    flush than the answer's extraction)."""
+
+    mention: dict[str, object]
+    competitors: list[dict[str, object]]
+    citations: list[dict[str, object]]
+
+
+async def insert_result_rows(session: AsyncSession, results: Iterable[ResultRows]) -> None:
+    """One INSERT of many rows for each table, in the caller's transaction."""
+    results = list(results)
+    for table, rows in (
+        (table_of(RunMention), [r.mention for r in results]),
+        (table_of(RunCompetitor), [row for r in results for row in r.competitors]),
+        (table_of(RunCitation), [row for r in results for row in r.citations]),
+    ):
+        if rows:
+            await session.execute(insert(table), rows)
+
+
 def result_rows(
     run_id: uuid.UUID,
     extraction: Extraction,
     outcome: AnalysisOutcome | None,
     subject: Subject,
-) -> list[ResultRow]:
+) -> ResultRows:
     analysis = outcome.analysis if outcome is not None else None
     sentiment, negated = judged_mention(extraction.mentioned, analysis)
-    rows: list[ResultRow] = [
-        RunMention(
-            run_id=run_id,
-            mentioned=extraction.mentioned,
-            mention_count=extraction.mention_count,
-            first_position=extraction.first_offset,
-            list_position=extraction.list_position,
-            snippet=extraction.snippet,
-            org_cited=extraction.org_cited,
-            sentiment=sentiment,
-            negated=negated,
-        )
-    ]
-    rows.extend(
-        RunCompetitor(
-            run_id=run_id,
-            name=competitor.name,
-            mention_count=competitor.mention_count,
-            list_position=competitor.list_position,
-            first_position=competitor.first_offset,
-            source=competitor.source,
-        )
-        for competitor in named_competitors(extraction.document, extraction.competitors, analysis)
+    return ResultRows(
+        mention={
+            "run_id": run_id,
+            "mentioned": extraction.mentioned,
+            "mention_count": extraction.mention_count,
+            "first_position": extraction.first_offset,
+            "list_position": extraction.list_position,
+            "snippet": extraction.snippet,
+            "org_cited": extraction.org_cited,
+            "sentiment": sentiment,
+            "negated": negated,
+        },
+        competitors=[
+            {
+                "run_id": run_id,
+                "name": competitor.name,
+                "mention_count": competitor.mention_count,
+                "list_position": competitor.list_position,
+                "first_position": competitor.first_offset,
+                "source": competitor.source,
+            }
+            for competitor in named_competitors(
+                extraction.document, extraction.competitors, analysis
+            )
+        ],
+        citations=[
+            {
+                "run_id": run_id,
+                "url": citation.url,
+                "domain": citation.domain,
+                "title": citation.title,
+                "rank": citation.rank,
+                "source": citation.source,
+                "is_org_domain": citation.domain in subject.own_domains,
+            }
+            for citation in extraction.citations
+        ],
     )
-    rows.extend(
-        RunCitation(
-            run_id=run_id,
-            url=citation.url,
-            domain=citation.domain,
-            title=citation.title,
-            rank=citation.rank,
-            source=citation.source,
-            is_org_domain=citation.domain in subject.own_domains,
-        )
-        for citation in extraction.citations
-    )
-    return rows

@@ -120,12 +120,13 @@ async def get_or_create_batch(context: AppContext, job: EvaluateOrg) -> Fetched 
                 .returning(EvaluationBatch, uncharged, created)
             )
         ).first()
-        if row is None:
-            return None
-        batch = row[0]
-        org = await session.get_one(Org, batch.org_id)
+        # Read apart: SQLite's RETURNING names only the updated table's columns.
+        org = await session.get_one(Org, job.org_id) if row is not None else None
         await session.commit()
-    return Fetched(batch, org, still_chargeable(batch, row[1], row[2]))
+    if row is None or org is None:
+        return None
+    batch, uncharged_count, created_count = row
+    return Fetched(batch, org, still_chargeable(batch, uncharged_count, created_count))
 
 
 async def check_balance(

@@ -39,7 +39,7 @@ from app.db.models import (
 from app.db.upsert import claim_each, rows_affected
 from app.errors import InvalidInputError, NotFoundError
 from app.evaluations.billing import lock_batch
-from app.evaluations.matrix import Subject, result_rows
+from app.evaluations.matrix import ResultRows, Subject, insert_result_rows, result_rows
 from app.evaluations.pipeline import load_subject
 from app.evaluations.schemas import RescoreCreate
 from app.evaluations.service import require_queue
@@ -231,6 +231,7 @@ async def rescore_batch(
         named_by_analyst.setdefault(run_id, []).append(name)
     for table in (RunMention, RunCompetitor, RunCitation):
         await session.execute(delete(table).where(table.run_id.in_(ids)))
+    rescored: list[ResultRows] = []
     for run in runs:
         stored = run.raw_response or {}
         citations = [
@@ -250,8 +251,9 @@ async def rescore_batch(
             if run.analysed
             else None
         )
-        session.add_all(result_rows(run.id, extraction, outcome, subject))
+        rescored.append(result_rows(run.id, extraction, outcome, subject))
         run.extraction_version = EXTRACTION_VERSION
+    await insert_result_rows(session, rescored)
     await session.flush()
     if batch.summary is not None or batch.status == BatchStatus.COMPLETED:
         await store_summary(session, batch, now)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -22,6 +22,7 @@ from app.db.models import (
     RunCompetitor,
     RunMention,
     RunStatus,
+    table_of,
 )
 from app.evaluations import stats
 from app.evaluations.metrics import (
@@ -308,7 +309,10 @@ async def store_summary(
     if batch.summarised_at is not None:
         # Cells are written only with a summary: a batch never summarised has none to replace.
         await session.execute(delete(CellMetric).where(CellMetric.batch_id == batch.id))
-    session.add_all(_cell_rows(batch, values))
+    cells = list(_cell_rows(batch, values))
+    if cells:
+        # Inserted as values, many at a time: a thousand ORM objects cost more than the summary.
+        await session.execute(insert(table_of(CellMetric)), cells)
     batch.summary = summary.model_dump(mode="json")
     batch.methodology = batch.summary["methodology"]
     batch.summarised_at = now
@@ -316,17 +320,17 @@ async def store_summary(
     return summary
 
 
-def _cell_rows(batch: EvaluationBatch, values: CellValues) -> Iterable[CellMetric]:
+def _cell_rows(batch: EvaluationBatch, values: CellValues) -> Iterable[dict[str, object]]:
     for (question_id, engine, location), metrics in values.items():
         for metric, cell in metrics.items():
-            yield CellMetric(
-                batch_id=batch.id,
-                question_id=question_id,
-                engine_id=engine,
-                location=location,
-                metric=metric.value,
-                org_id=batch.org_id,
-                batch_date=batch.batch_date,
-                value=cell.value,
-                answers=cell.answers,
-            )
+            yield {
+                "batch_id": batch.id,
+                "question_id": question_id,
+                "engine_id": engine,
+                "location": location,
+                "metric": metric.value,
+                "org_id": batch.org_id,
+                "batch_date": batch.batch_date,
+                "value": cell.value,
+                "answers": cell.answers,
+            }
