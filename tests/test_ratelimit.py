@@ -114,12 +114,18 @@ async def test_burst_lets_that_many_go_at_once() -> None:
 async def test_shared_requests_are_spaced_by_the_rate_across_processes(
     redis_clients: tuple[Redis, Redis], prefix: str
 ) -> None:
-    """Redis's own clock decides; the gaps between grants are never shorter than asked."""
+    """Redis's own clock decides; grants are never closer together than asked. They are seen
+    here when each caller wakes, which a loaded machine delays by a few milliseconds: any two
+    grants n apart are at least n × 50 ms apart, less half a slot for that delay."""
     limiters = [RedisRateLimiter(client, prefix, SystemClock()) for client in redis_clients]
     limit = RateLimit(max_concurrency=10, requests_per_minute=1200)  # one every 50 ms
     started = await _start_times(list(limiters), limit, tasks=8)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
-    assert min(gaps) >= 0.045, gaps
+    too_close = [
+        (i, j, started[j] - started[i])
+        for i, j in itertools.combinations(range(len(started)), 2)
+        if started[j] - started[i] < 0.05 * (j - i) - 0.025
+    ]
+    assert not too_close, started
 
 
 async def test_a_shared_burst_goes_at_once_then_waits(
