@@ -21,7 +21,7 @@ from app.context import AppContext
 from app.queue.messages import EvaluateOrg, Message
 from app.queue.provision import create_queue_with_dlq
 from app.queue.sqs import SqsQueue
-from bench.common import Figure, Matrix, bench_settings, create_orgs, report, scratch_database
+from bench.common import Figure, Matrix, bench_settings, report, scratch_database, seed_orgs
 from devtools.embedded import moto_sqs_server, serve_api
 
 MATRIX = Matrix(questions=5, engines=("openai", "anthropic"), locations=("US", "GB"))
@@ -89,7 +89,7 @@ async def scenario(quick: bool) -> None:
                         limits=httpx.Limits(max_connections=max(CONNECTIONS)),
                     ) as api,
                 ):
-                    orgs = await create_orgs(api, count * len(CONNECTIONS), MATRIX)
+                    orgs = await seed_orgs(url, count * len(CONNECTIONS), MATRIX)
                     for n, connections in enumerate(CONNECTIONS):
                         mine = orgs[n * count : (n + 1) * count]
                         totals, seconds = await _trigger_all(api, mine, connections)
