@@ -248,10 +248,12 @@ async def _write_new(
     third."""
     if not new:
         return {}
+    # One statement compiled once whatever the number of rows (insertmanyvalues pages them).
     inserted = await session.scalars(
         insert_ignoring_conflicts(session, EvaluationBatch, ["org_id", "batch_date"])
-        .values([{**n.values, "last_enqueued_at": db_now()} for n in new])
-        .returning(EvaluationBatch)
+        .values(last_enqueued_at=db_now())
+        .returning(EvaluationBatch),
+        [n.values for n in new],
     )
     created = {batch.org_id: batch for batch in inserted}
     outcomes: dict[uuid.UUID, OrgOutcome] = {}
@@ -270,7 +272,9 @@ async def _write_new(
         for row in _run_rows(created[n.org.id].id, n.matrix, n.plan.samples, now)
     ]
     if runs:
-        await session.execute(insert_ignoring_conflicts(session, QuestionRun, RUN_KEY), runs)
+        # On the connection: a plain executemany, without the ORM's bookkeeping for each row.
+        connection = await session.connection()
+        await connection.execute(insert_ignoring_conflicts(session, QuestionRun, RUN_KEY), runs)
     for n in written:
         batch = created[n.org.id]
         record_audit(

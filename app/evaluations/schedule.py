@@ -7,6 +7,7 @@ are sent. One org's problem never stops the others.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -106,18 +107,33 @@ async def enqueue_all(
             results.append(result)
         waiting.clear()
 
-    for start in range(0, len(orgs), chunk):
-        prepared = await _prepare(context, [(o.id, o.name) for o in orgs[start : start + chunk]])
-        for outcome in prepared:
-            if isinstance(outcome, _Ready):
-                waiting.append(outcome)
-                if len(waiting) == group:
-                    await send_waiting()
-                continue
-            on_result(outcome)
-            results.append(outcome)
-    if waiting:
-        await send_waiting()
+    chunks = iter([orgs[at : at + chunk] for at in range(0, len(orgs), chunk)])
+
+    def prepare_next() -> asyncio.Task[list[OrgResult | _Ready]] | None:
+        ahead = next(chunks, None)
+        if ahead is None:
+            return None
+        return asyncio.create_task(_prepare(context, [(o.id, o.name) for o in ahead]))
+
+    preparing = prepare_next()
+    try:
+        while preparing is not None:
+            prepared = await preparing
+            # The next chunk's batches are created while this one's jobs go out.
+            preparing = prepare_next()
+            for outcome in prepared:
+                if isinstance(outcome, _Ready):
+                    waiting.append(outcome)
+                    if len(waiting) == group:
+                        await send_waiting()
+                    continue
+                on_result(outcome)
+                results.append(outcome)
+        if waiting:
+            await send_waiting()
+    finally:
+        if preparing is not None:
+            preparing.cancel()
     return results
 
 
