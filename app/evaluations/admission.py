@@ -146,12 +146,8 @@ class _NewBatch:
     partner: Partner
     matrix: Matrix
     plan: SamplePlan
+    reserved: Decimal
     values: dict[str, Any]
-
-    @property
-    def reserved(self) -> Decimal:
-        amount: Decimal = self.values["reserved_amount"]
-        return amount
 
 
 async def admit_orgs(
@@ -233,7 +229,7 @@ def _admit_new(
         "created_at": now,
         "updated_at": now,
     }
-    return _NewBatch(org, partner, matrix, plan, values)
+    return _NewBatch(org, partner, matrix, plan, reserved, values)
 
 
 async def _write_new(

@@ -158,7 +158,7 @@ async def _prepare(
             outcomes = await create_today_batches(
                 session,
                 context.clock,
-                [by_id[org_id] for org_id, _ in orgs if org_id in by_id],
+                [by_id[org_id] for org_id, _ in orgs],
                 EvaluationTrigger(triggered_by=SCHEDULER),
                 actor=SCHEDULER,
                 max_runs=context.settings.max_runs_per_batch,
@@ -172,12 +172,9 @@ async def _prepare(
         with log_context(org_id=org_id):
             logger.exception("scheduled evaluation failed")
         return [OrgResult(org_id, name, "failed", f"{type(exc).__name__}: {exc}")]
-    by_org = {outcome.org_id: outcome for outcome in outcomes}
     return [
-        _result(org_id, name, by_org[org_id])
-        if org_id in by_org
-        else OrgResult(org_id, name, "failed", "the org was deleted meanwhile")
-        for org_id, name in orgs
+        _result(org_id, name, outcome)
+        for (org_id, name), outcome in zip(orgs, outcomes, strict=True)
     ]
 
 
