@@ -28,6 +28,13 @@ class DomainError(Exception):
         if status_code is not None:
             self.status_code = status_code
 
+    @property
+    def message(self) -> str:
+        """The error in a line, for where only a line fits (an item of a bulk answer)."""
+        if isinstance(self.detail, dict) and "message" in self.detail:
+            return str(self.detail["message"])
+        return str(self.detail)
+
 
 class NotFoundError(DomainError):
     status_code = 404
@@ -53,6 +60,10 @@ class InsufficientBalanceError(DomainError):
         )
         self.required = required
         self.available = available
+
+    @property
+    def message(self) -> str:
+        return f"{super().message}: required {self.required}, available {self.available}"
 
 
 class UnauthorizedError(DomainError):

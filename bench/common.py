@@ -10,17 +10,20 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import httpx
 from pydantic import SecretStr
-from sqlalchemy import event
+from sqlalchemy import event, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.context import AppContext
 from app.db.migrate import upgrade
+from app.db.models import Base, Org, OrgEngine, OrgLocation, OrgQuestion, Partner
 from app.metrics import DATABASE_PINGS
 from app.settings import Settings
 from devtools.embedded import serve_api
@@ -176,6 +179,65 @@ async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         ) as client,
     ):
         yield client
+
+
+async def seed_orgs(
+    database_url: str, count: int, matrix: Matrix, *, orgs_per_partner: int = 10
+) -> list[str]:
+    """`count` orgs like `create_orgs` makes, written straight to the database a table at a
+    time: for scenarios that need hundreds of orgs and measure something else than their
+    setup (through the API it takes four requests an org)."""
+    questions = [f"Which vendor is best for use case {n}?" for n in range(1, matrix.questions + 1)]
+    partners = [
+        {
+            "id": uuid.uuid4(),
+            "name": f"bench-{uuid.uuid4().hex[:8]}",
+            "balance": Decimal(1_000_000),
+            "reserved": Decimal(0),
+            "price_per_run": Decimal("0.05"),
+        }
+        for _ in range(-(-count // orgs_per_partner))
+    ]
+    orgs = [
+        {
+            "id": uuid.uuid4(),
+            "partner_id": partners[n // orgs_per_partner]["id"],
+            "name": f"Acme Analytics {n}",
+            "aliases": ["Acme"],
+            "domains": ["acme-analytics.com"],
+            "competitors": ["Northwind Labs", "Contoso Systems"],
+            # Creation order is enqueue-all's order: one stamp each, a microsecond apart.
+            "created_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=n),
+        }
+        for n in range(count)
+    ]
+    rows: list[tuple[type[Base], list[dict[str, Any]]]] = [
+        (Partner, partners),
+        (Org, orgs),
+        (
+            OrgQuestion,
+            [
+                {"org_id": org["id"], "text": text, "position": position}
+                for org in orgs
+                for position, text in enumerate(questions)
+            ],
+        ),
+        (
+            OrgEngine,
+            [{"org_id": org["id"], "engine_id": e} for org in orgs for e in matrix.engines],
+        ),
+        (
+            OrgLocation,
+            [{"org_id": org["id"], "country": c} for org in orgs for c in matrix.locations],
+        ),
+    ]
+    settings = Settings(database_url=SecretStr(database_url))
+    async with AppContext.create(settings) as context, context.sessions() as session:
+        for model, values in rows:
+            if values:
+                await session.execute(insert(model), values)
+        await session.commit()
+    return [str(org["id"]) for org in orgs]
 
 
 def _ok(response: httpx.Response) -> Any:

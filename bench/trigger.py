@@ -3,7 +3,8 @@
 
 The API runs in this process with a queue that times its SendMessage calls; each request's
 SQS time is paired with it by the batch id its job names. Clients post for distinct orgs, one
-connection at a time and then over 16 at once.
+connection at a time and then over 16 at once. Then `POST /evaluations/bulk` for 1,000 other
+orgs at once, against the single triggers' rate over one connection.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 
 import httpx
 from pydantic import SecretStr
@@ -21,17 +23,27 @@ from app.context import AppContext
 from app.queue.messages import EvaluateOrg, Message
 from app.queue.provision import create_queue_with_dlq
 from app.queue.sqs import SqsQueue
-from bench.common import Figure, Matrix, bench_settings, create_orgs, report, scratch_database
+from bench.common import Figure, Matrix, bench_settings, report, scratch_database, seed_orgs
 from devtools.embedded import moto_sqs_server, serve_api
 
 MATRIX = Matrix(questions=5, engines=("openai", "anthropic"), locations=("US", "GB"))
 CONNECTIONS = (1, 16)
+BULK = 1000
 
 
 class TimedQueue(SqsQueue):
-    """The real SQS client, timing each send by the batch its job names."""
+    """The real SQS client, timing each send by the batch its job names, and SendMessageBatch
+    calls all together."""
 
     sends: dict[uuid.UUID, float]
+    batch_seconds: float = 0.0
+
+    async def send_batch(self, messages: Sequence[Message]) -> list[bool]:
+        started = time.perf_counter()
+        try:
+            return await super().send_batch(messages)
+        finally:
+            self.batch_seconds += time.perf_counter() - started
 
     async def send(self, message: Message, *, delay_seconds: int = 0) -> str:
         started = time.perf_counter()
@@ -68,6 +80,7 @@ async def scenario(quick: bool) -> None:
     token = secrets.token_urlsafe(16)
     figures = []
     notes = []
+    rates: list[float] = []
     async with scratch_database() as url:
         with moto_sqs_server() as endpoint:
             base = bench_settings(url, aws_endpoint_url=endpoint, api_token=SecretStr(token))
@@ -89,7 +102,7 @@ async def scenario(quick: bool) -> None:
                         limits=httpx.Limits(max_connections=max(CONNECTIONS)),
                     ) as api,
                 ):
-                    orgs = await create_orgs(api, count * len(CONNECTIONS), MATRIX)
+                    orgs = await seed_orgs(url, count * len(CONNECTIONS), MATRIX)
                     for n, connections in enumerate(CONNECTIONS):
                         mine = orgs[n * count : (n + 1) * count]
                         totals, seconds = await _trigger_all(api, mine, connections)
@@ -111,5 +124,36 @@ async def scenario(quick: bool) -> None:
                             f"{MATRIX.runs} runs at {len(totals) / seconds:.1f} req/s, request "
                             f"p50 {statistics.median(list(totals.values())) * 1000:.1f} ms"
                         )
+                        rates.append(len(totals) / seconds)
+                    bulk_orgs = await seed_orgs(url, BULK if not quick else 200, MATRIX)
+                    # Moto reads every message of a queue to take one more: the bulk's jobs
+                    # go to a queue of their own.
+                    queue.close()
+                    bulk_url = create_queue_with_dlq(
+                        base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
+                    )
+                    queue = TimedQueue(settings, bulk_url)
+                    queue.sends = {}
+                    context.queue = queue
+                    started = time.perf_counter()
+                    response = await api.post(
+                        "/evaluations/bulk", json={"org_ids": bulk_orgs}, timeout=80
+                    )
+                    bulk_seconds = time.perf_counter() - started
+                    response.raise_for_status()
+                    created = response.json()["counts"]["created"]
+                    figures.append(
+                        Figure(
+                            f"POST /evaluations/bulk, {len(bulk_orgs)} orgs",
+                            created / bulk_seconds,
+                            "orgs/s",
+                            rates[0],
+                            "single triggers, 1 connection",
+                        )
+                    )
+                    notes.append(
+                        f"bulk: {created} of {len(bulk_orgs)} created in {bulk_seconds:.2f} s, "
+                        f"of which {queue.batch_seconds:.2f} s in SendMessageBatch"
+                    )
                 queue.close()
     report("trigger: POST /orgs/{id}/evaluations", figures, notes)

@@ -21,7 +21,7 @@ ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Routes (method, path template) that start work rather than change configuration.
-TRIGGER_ROUTES = frozenset({("POST", "/orgs/{org_id}/evaluations")})
+TRIGGER_ROUTES = frozenset({("POST", "/orgs/{org_id}/evaluations"), ("POST", "/evaluations/bulk")})
 # Changes that only share, or stop sharing, what a read key already sees: report links.
 READ_ROUTES = frozenset(
     {

@@ -15,6 +15,7 @@ zero whatever the code does.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from decimal import Decimal
 
@@ -37,6 +38,26 @@ async def lock_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
     if partner is None:
         raise RuntimeError(f"partner {partner_id} vanished")
     return partner
+
+
+async def lock_partners(
+    session: AsyncSession, partner_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Partner]:
+    """Many partners' rows locked in one statement, in id order: two callers locking
+    overlapping sets take the rows in the same order, so neither waits on the other's."""
+    if not partner_ids:
+        return {}
+    partners = await session.scalars(
+        select(Partner)
+        .where(Partner.id.in_(sorted(partner_ids)))
+        .order_by(Partner.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    locked = {partner.id: partner for partner in partners}
+    if missing := set(partner_ids) - locked.keys():
+        raise RuntimeError(f"partners {sorted(missing)} vanished")
+    return locked
 
 
 async def lock_batch(session: AsyncSession, batch_id: uuid.UUID) -> EvaluationBatch:
@@ -81,6 +102,15 @@ def reserve(partner: Partner, batch: EvaluationBatch, amount: Decimal) -> None:
     """Move `amount` (may be negative: an excess given back) into the batch's reservation."""
     partner.reserved = partner.reserved + amount
     batch.reserved_amount = batch.reserved_amount + amount
+
+
+def reserve_new(partner: Partner, runs: int) -> Decimal:
+    """Admit a batch not yet written: `runs` at the partner's current price move into the
+    partner's reservation at once (402 when what is available cannot cover them). Returns
+    the amount, which the batch is written with as its `reserved_amount`."""
+    amount = require_available(partner, runs, partner.price_per_run, Decimal(0))
+    partner.reserved = partner.reserved + amount
+    return amount
 
 
 async def admit(session: AsyncSession, partner: Partner, batch: EvaluationBatch, runs: int) -> None:

@@ -14,6 +14,8 @@ from app.evaluations.metrics import TREND_METRICS, Metric
 from app.evaluations.schemas import (
     BatchListItem,
     BatchRead,
+    BulkAccepted,
+    BulkEvaluationTrigger,
     ChangesRead,
     EvaluationAccepted,
     EvaluationTrigger,
@@ -62,6 +64,28 @@ async def trigger_evaluation(
     )
     response.headers["Location"] = f"/batches/{accepted.batch_id}"
     return accepted
+
+
+@router.post(
+    "/evaluations/bulk",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={422: {"description": "No org, more than 1,000, or an org twice"}},
+)
+async def trigger_bulk(
+    request: BulkEvaluationTrigger, session: Session, principal: CurrentPrincipal, context: Context
+) -> BulkAccepted:
+    """Today's batch of each org, as `POST /orgs/{id}/evaluations` makes one, in one
+    transaction; then the jobs are queued. One item per org, in the order asked: an org that
+    cannot be evaluated is `skipped` with the error its own trigger would answer (an org the
+    caller cannot see is `not_found`) and never stops the others."""
+    return await service.trigger_bulk(
+        session,
+        context.queue,
+        context.clock,
+        principal,
+        request,
+        max_runs=context.settings.max_runs_per_batch,
+    )
 
 
 @router.get("/batches/{batch_id}")

@@ -1,17 +1,94 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import date, datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.db.models import BatchStatus, RunStatus, StepStatus
+from app.errors import DomainError
 from app.schemas import Label, MoneyOut, RequestModel, ShortLabel
 
 
 class EvaluationTrigger(RequestModel):
     triggered_by: ShortLabel = "api"
     user_id: Label | None = None
+
+
+MAX_BULK_ORGS = 1000
+# What a trigger did with an org: `created` and `resumed` send a job.
+Outcome = Literal["created", "existing", "resumed", "skipped"]
+
+
+class BulkEvaluationTrigger(RequestModel):
+    org_ids: list[uuid.UUID] = Field(
+        min_length=1, max_length=MAX_BULK_ORGS, description="The orgs to evaluate today, each once"
+    )
+    triggered_by: ShortLabel = "api"
+    user_id: Label | None = None
+
+    @field_validator("org_ids")
+    @classmethod
+    def _unique(cls, org_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        if len(set(org_ids)) != len(org_ids):
+            repeated = sorted({str(o) for o in org_ids if org_ids.count(o) > 1})
+            raise ValueError(f"each org once: repeated {', '.join(repeated)}")
+        return org_ids
+
+    def trigger(self) -> EvaluationTrigger:
+        """What each batch records and audits, as one org's trigger would."""
+        return EvaluationTrigger(triggered_by=self.triggered_by, user_id=self.user_id)
+
+
+class BulkItemError(BaseModel):
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, error: DomainError) -> BulkItemError:
+        return cls(code=error.code, message=error.message)
+
+
+class BulkItem(BaseModel):
+    org_id: uuid.UUID
+    outcome: Outcome = Field(
+        description="`created` and `resumed` send a job; `skipped` says why in `error`"
+    )
+    batch_id: uuid.UUID | None = None
+    status: BatchStatus | None = None
+    total_runs: int | None = None
+    error: BulkItemError | None = Field(
+        default=None,
+        description="Why the org was skipped: `not_found`, `org_inactive`, `empty_matrix`, "
+        "`batch_too_large`, `insufficient_balance`",
+    )
+
+
+class BulkCounts(BaseModel):
+    created: int
+    existing: int
+    resumed: int
+    skipped: int
+
+
+class BulkAccepted(BaseModel):
+    items: list[BulkItem] = Field(description="One per org, in the order asked")
+    counts: BulkCounts
+
+    @classmethod
+    def of(cls, items: list[BulkItem]) -> BulkAccepted:
+        counts = Counter(item.outcome for item in items)
+        return cls(
+            items=items,
+            counts=BulkCounts(
+                created=counts["created"],
+                existing=counts["existing"],
+                resumed=counts["resumed"],
+                skipped=counts["skipped"],
+            ),
+        )
 
 
 class EvaluationAccepted(BaseModel):

@@ -4,45 +4,44 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import record_audit
 from app.auth import Principal
 from app.clock import Clock
-from app.db.clock import db_now
 from app.db.models import (
-    BatchStatus,
     BatchStep,
     EvaluationBatch,
     Org,
-    Partner,
     QuestionRun,
     RunStatus,
     UsageLedgerEntry,
 )
-from app.db.upsert import insert_ignoring_conflicts
 from app.errors import ConflictError, NotFoundError
-from app.evaluations.billing import admit, lock_batch, lock_partner, money_sum, uncharged_runs
+from app.evaluations.admission import OrgOutcome, create_today_batches, get_or_create_today_batch
+from app.evaluations.billing import money_sum
 from app.evaluations.lifecycle import request_cancel
-from app.evaluations.runs import RUN_KEY, SamplePlan, status_counts
+from app.evaluations.runs import status_counts
 from app.evaluations.schemas import (
     BatchListItem,
     BatchRead,
+    BulkAccepted,
+    BulkEvaluationTrigger,
+    BulkItem,
+    BulkItemError,
     EvaluationAccepted,
     EvaluationTrigger,
     StepRead,
 )
-from app.limits import check_batch_size
 from app.logging import log_context
-from app.orgs.service import Matrix, get_org, load_matrix
+from app.orgs.service import get_org, get_orgs
 from app.pagination import Page, PageParams, paginate
 from app.queue.messages import EvaluateOrg
-from app.queue.sqs import SqsQueue
+from app.queue.sqs import SEND_BATCH_MAX, SqsQueue
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +57,6 @@ STEP_ORDER = (
 CANCELLED_BY_OPERATOR = "cancelled_by_operator"
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerOutcome:
-    batch: EvaluationBatch
-    is_existing: bool
-    enqueue: bool
-
-
 async def trigger_evaluation(
     session: AsyncSession,
     queue: SqsQueue | None,
@@ -75,18 +67,76 @@ async def trigger_evaluation(
     *,
     max_runs: int,
 ) -> EvaluationAccepted:
-    org = await get_org(session, principal, org_id)
     queue = require_queue(queue)
     outcome = await get_or_create_today_batch(
-        session, clock, org, trigger, actor=principal.actor, max_runs=max_runs
+        session, clock, principal, org_id, trigger, max_runs=max_runs
     )
     await session.commit()
+    batch = outcome.batch
+    assert batch is not None  # only a skipped org has none, and that one was raised
     if outcome.enqueue:
-        await enqueue_batch(queue, outcome.batch, reason=trigger.triggered_by)
+        await enqueue_batch(queue, batch, reason=trigger.triggered_by)
     return EvaluationAccepted(
+        batch_id=batch.id,
+        status=batch.status,
+        is_existing=outcome.outcome != "created",
+        total_runs=batch.total_runs,
+    )
+
+
+async def trigger_bulk(
+    session: AsyncSession,
+    queue: SqsQueue | None,
+    clock: Clock,
+    principal: Principal,
+    request: BulkEvaluationTrigger,
+    *,
+    max_runs: int,
+) -> BulkAccepted:
+    """Today's batch of each org, created set-based in one transaction; once it commits, the
+    jobs go out in SendMessageBatch calls. An org the caller may not see is `not_found`."""
+    queue = require_queue(queue)
+    trigger = request.trigger()
+    orgs = await get_orgs(session, principal, request.org_ids)
+    outcomes = await create_today_batches(
+        session,
+        clock,
+        [orgs[org_id] for org_id in request.org_ids if org_id in orgs],
+        trigger,
+        actor=principal.actor,
+        max_runs=max_runs,
+    )
+    await session.commit()
+    to_send = [o.batch for o in outcomes if o.enqueue and o.batch is not None]
+    for start in range(0, len(to_send), SEND_BATCH_MAX):
+        await enqueue_batches(
+            queue, to_send[start : start + SEND_BATCH_MAX], reason=trigger.triggered_by
+        )
+    by_org = {o.org_id: o for o in outcomes}
+    items = [
+        _bulk_item(by_org[org_id])
+        if org_id in by_org
+        else BulkItem(
+            org_id=org_id,
+            outcome="skipped",
+            error=BulkItemError.of(NotFoundError(f"org {org_id} not found")),
+        )
+        for org_id in request.org_ids
+    ]
+    return BulkAccepted.of(items)
+
+
+def _bulk_item(outcome: OrgOutcome) -> BulkItem:
+    if outcome.batch is None:
+        assert outcome.error is not None  # a skipped org says why
+        return BulkItem(
+            org_id=outcome.org_id, outcome="skipped", error=BulkItemError.of(outcome.error)
+        )
+    return BulkItem(
+        org_id=outcome.org_id,
+        outcome=outcome.outcome,
         batch_id=outcome.batch.id,
         status=outcome.batch.status,
-        is_existing=outcome.is_existing,
         total_runs=outcome.batch.total_runs,
     )
 
@@ -100,172 +150,6 @@ def require_queue(queue: SqsQueue | None) -> SqsQueue:
     return queue
 
 
-async def get_or_create_today_batch(
-    session: AsyncSession,
-    clock: Clock,
-    org: Org,
-    trigger: EvaluationTrigger,
-    *,
-    actor: str,
-    max_runs: int,
-) -> TriggerOutcome:
-    """Today's batch for the org: reused as is, resumed when failed, or created with its runs
-    and admitted: its estimated cost reserved against the partner's balance (402 when it
-    cannot be), with the partner's row locked so concurrent admissions queue up.
-
-    A new batch of more than `max_runs` runs is refused (409). Leaves the transaction open
-    for the caller to commit; the job is sent only after that.
-    """
-    if not org.active:
-        raise ConflictError(f"org {org.id} is inactive", code="org_inactive")
-    partner = await lock_partner(session, org.partner_id)
-    batch_date = clock.today()
-    batch = await _batch_for_day(session, org.id, batch_date)
-    if batch is not None:
-        if batch.status != BatchStatus.FAILED:
-            return TriggerOutcome(batch, is_existing=True, enqueue=False)
-        return await _resume(session, batch, partner, actor)
-
-    matrix = await load_matrix(session, org.id)
-    if matrix.cells == 0:
-        raise ConflictError(
-            f"org {org.id} has no {' and no '.join(matrix.missing_axes())} to evaluate",
-            code="empty_matrix",
-        )
-    plan = SamplePlan(org.samples, org.max_samples)
-    # Every ask counts, adaptive ones included: the most runs the batch may reach.
-    check_batch_size(max_runs, matrix.cells * plan.most)
-    batch_id = uuid.uuid4()
-    now = clock.now()
-    created = await session.execute(
-        insert_ignoring_conflicts(session, EvaluationBatch, ["org_id", "batch_date"])
-        .values(
-            id=batch_id,
-            org_id=org.id,
-            batch_date=batch_date,
-            status=BatchStatus.PENDING,
-            total_runs=matrix.cells * plan.samples,
-            cells=matrix.cells,
-            samples=plan.samples,
-            max_samples=org.max_samples,
-            max_runs=matrix.cells * plan.most,
-            triggered_by=trigger.triggered_by,
-            user_id=trigger.user_id,
-            price_per_run=partner.price_per_run,
-            reserved_amount=0,
-            job_attempts=0,
-            job_failures=0,
-            job_redrives=0,
-            created_at=now,
-            updated_at=now,
-            last_enqueued_at=db_now(),
-        )
-        .returning(EvaluationBatch.id)
-    )
-    if created.first() is None:
-        # A concurrent trigger created today's batch first; it also sent the job.
-        existing = await _batch_for_day(session, org.id, batch_date)
-        if existing is None:
-            raise RuntimeError("today's batch vanished after a conflicting insert")
-        return TriggerOutcome(existing, is_existing=True, enqueue=False)
-    batch = await lock_batch(session, batch_id)
-    # Reserved for the most runs the batch may reach: adaptive asks included.
-    await admit(session, partner, batch, batch.max_runs)
-    await _insert_runs(session, batch_id, matrix, plan.samples, now)
-    record_audit(
-        session,
-        actor=actor,
-        action="batch.created",
-        resource_type="batch",
-        resource_id=batch_id,
-        details={
-            "org_id": str(org.id),
-            "total_runs": batch.total_runs,
-            "cells": matrix.cells,
-            "samples": plan.samples,
-            "max_samples": org.max_samples,
-            "reserved": str(batch.reserved_amount),
-            **trigger.model_dump(),
-        },
-    )
-    return TriggerOutcome(batch, is_existing=False, enqueue=True)
-
-
-async def _batch_for_day(
-    session: AsyncSession, org_id: uuid.UUID, batch_date: date
-) -> EvaluationBatch | None:
-    return await session.scalar(
-        select(EvaluationBatch)
-        .where(EvaluationBatch.org_id == org_id, EvaluationBatch.batch_date == batch_date)
-        .execution_options(populate_existing=True)
-    )
-
-
-async def _insert_runs(
-    session: AsyncSession, batch_id: uuid.UUID, matrix: Matrix, samples: int, now: datetime
-) -> None:
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "batch_id": batch_id,
-            "question_id": question.id,
-            "question_text": question.text,
-            "engine_id": engine_id,
-            "location": location,
-            "sample": sample,
-            "status": RunStatus.PENDING,
-            "attempts": 0,
-            "simulated": False,
-            "created_at": now,
-        }
-        for question in matrix.questions
-        for engine_id in matrix.engines
-        for location in matrix.locations
-        for sample in range(1, samples + 1)
-    ]
-    await session.execute(insert_ignoring_conflicts(session, QuestionRun, RUN_KEY), rows)
-
-
-async def _resume(
-    session: AsyncSession, batch: EvaluationBatch, partner: Partner, actor: str
-) -> TriggerOutcome:
-    """A failed batch runs again: completed runs are kept, failed runs are retried, and what
-    is left to run is admitted again (with a fresh failure budget for its job)."""
-    batch = await lock_batch(session, batch.id)
-    if batch.status != BatchStatus.FAILED:
-        # Another trigger resumed it while we waited for the partner's row; it sent the job.
-        return TriggerOutcome(batch, is_existing=True, enqueue=False)
-    previous_error = batch.error
-    await session.execute(
-        update(QuestionRun)
-        .where(QuestionRun.batch_id == batch.id, QuestionRun.status == RunStatus.FAILED)
-        .values(status=RunStatus.PENDING, error=None, claimed_by=None, lease_expires_at=None)
-    )
-    await admit(session, partner, batch, await uncharged_runs(session, batch))
-    await session.execute(
-        update(EvaluationBatch)
-        .where(EvaluationBatch.id == batch.id)
-        .values(
-            status=BatchStatus.PENDING,
-            error=None,
-            completed_at=None,
-            job_failures=0,
-            job_redrives=0,
-            last_enqueued_at=db_now(),
-        )
-    )
-    record_audit(
-        session,
-        actor=actor,
-        action="batch.resumed",
-        resource_type="batch",
-        resource_id=batch.id,
-        details={"previous_error": previous_error, "reserved": str(batch.reserved_amount)},
-    )
-    await session.refresh(batch)
-    return TriggerOutcome(batch, is_existing=True, enqueue=True)
-
-
 async def enqueue_batch(queue: SqsQueue, batch: EvaluationBatch, *, reason: str) -> bool:
     """Send the batch's job; a failure is logged and left to the reconciler, never raised."""
     message = EvaluateOrg(org_id=batch.org_id, batch_id=batch.id, reason=reason)
@@ -277,6 +161,26 @@ async def enqueue_batch(queue: SqsQueue, batch: EvaluationBatch, *, reason: str)
             return False
         logger.info("job enqueued", extra={"sqs_message_id": sqs_id, "reason": reason})
     return True
+
+
+async def enqueue_batches(
+    queue: SqsQueue, batches: Sequence[EvaluationBatch], *, reason: str
+) -> list[bool]:
+    """The batches' jobs in one SendMessageBatch call (SEND_BATCH_MAX at most): whether each
+    was sent. A job not sent is logged and left to the reconciler, never raised."""
+    messages = [EvaluateOrg(org_id=b.org_id, batch_id=b.id, reason=reason) for b in batches]
+    try:
+        sent = await queue.send_batch(messages)
+    except Exception:
+        logger.exception("enqueue failed; the reconciler will send the jobs again")
+        sent = [False] * len(batches)
+    for batch, was_sent in zip(batches, sent, strict=True):
+        with log_context(org_id=batch.org_id, batch_id=batch.id):
+            if was_sent:
+                logger.info("job enqueued", extra={"reason": reason})
+            else:
+                logger.warning("job not sent; the reconciler will send it again")
+    return sent
 
 
 async def get_batch(
