@@ -88,7 +88,11 @@ _ENGINES = ("openai", "anthropic", "analysis")
 
 
 @contextlib.asynccontextmanager
-async def _workers(settings: Settings, count: int) -> AsyncIterator[None]:
+async def worker_processes(
+    settings: Settings, count: int
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """`count` `senso worker` processes on the settings' database and queue, stopped as SIGTERM
+    would at the end of the block."""
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -103,7 +107,7 @@ async def _workers(settings: Settings, count: int) -> AsyncIterator[None]:
         for _ in range(count)
     ]
     try:
-        yield
+        yield processes
     finally:
         for process in processes:
             if process.returncode is None:
@@ -116,7 +120,7 @@ async def _workers(settings: Settings, count: int) -> AsyncIterator[None]:
                 await process.wait()
 
 
-async def _database(url: str) -> asyncpg.Connection:
+async def connect(url: str) -> asyncpg.Connection:
     name = url.rsplit("/", 1)[1]
     return await asyncpg.connect(f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", timeout=10)
 
@@ -133,7 +137,7 @@ async def _drain(count: int, workers: int, limit: float) -> Drain:
                 await create_orgs(api, count, MATRIX)
                 async with AppContext.create(settings) as context:
                     await enqueue_all(context, per_second=UNLIMITED)
-                database = await _database(url)
+                database = await connect(url)
                 try:
                     polled = await database.fetchval("SELECT id FROM evaluation_batches LIMIT 1")
                     return await _timed_drain(api, database, str(polled), settings, workers, limit)
@@ -157,7 +161,7 @@ async def _timed_drain(
     polls: list[float] = []
     connections = 0
     started = time.monotonic()
-    async with _workers(settings, workers):
+    async with worker_processes(settings, workers):
         while time.monotonic() - started < limit:
             connections = max(
                 connections,
