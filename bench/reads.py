@@ -3,8 +3,8 @@ costs should not grow with the runs.
 
 The batches are triggered through the API; their runs are then marked completed, costed and
 charged in bulk SQL (the worker's part is measured by the `worker` scenario) and each batch is
-completed with its summary stored, as the worker's last step leaves it, so the reads see
-finished batches. Latencies are of the real API over loopback HTTP.
+completed with its totals and summary stored, as the worker's last step leaves it, so the
+reads see finished batches. Latencies are of the real API over loopback HTTP.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import httpx
 
 from app.context import AppContext
 from app.db.models import BatchStatus, EvaluationBatch
+from app.evaluations.runs import store_totals
 from app.evaluations.summaries import store_summary
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
@@ -76,6 +77,7 @@ async def _complete_with_summaries(settings: Settings, batch_ids: list[str]) -> 
             batch = await session.get_one(EvaluationBatch, uuid.UUID(batch_id))
             batch.status = BatchStatus.COMPLETED
             batch.completed_at = now
+            await store_totals(session, batch)
             await store_summary(session, batch, now)
         await session.commit()
 

@@ -90,7 +90,8 @@ def settings(postgres_url: str, queue_url: str, sqs_endpoint: str, emulator_url:
     )
 
 
-async def _started(worker: WorkerProcess, limit: float = 30) -> None:
+async def _started(worker: WorkerProcess, limit: float = 90) -> None:
+    # Three processes import and connect at once; on two loaded cores that has taken over 30 s.
     deadline = time.monotonic() + limit
     while not any("worker started" in line for line in worker.stderr):
         assert worker.process.returncode is None, worker.output()

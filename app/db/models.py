@@ -220,6 +220,15 @@ class EvaluationBatch(Base):
     # The summary's methodology on its own: trends and reports pool it over many batches.
     methodology: Mapped[dict[str, Any] | None]
     summarised_at: Mapped[datetime | None]
+    # Kept when the batch ends (`runs.store_totals`), so that reading an ended batch costs the
+    # same whatever its size; None while it is live.
+    completed_runs: Mapped[int | None] = mapped_column(Integer)
+    failed_runs: Mapped[int | None] = mapped_column(Integer)
+    cancelled_runs: Mapped[int | None] = mapped_column(Integer)
+    run_cost: Mapped[Decimal | None]
+    simulated: Mapped[bool | None] = mapped_column(Boolean)
+    charged_runs: Mapped[int | None] = mapped_column(Integer)
+    charged_amount: Mapped[Decimal | None]
     triggered_by: Mapped[str] = mapped_column(String(100), default="api")
     user_id: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)

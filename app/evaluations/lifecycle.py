@@ -23,7 +23,6 @@ from app.db.models import (
     Partner,
     QuestionRun,
     RunStatus,
-    UsageLedgerEntry,
 )
 from app.db.types import MONEY_PLACES
 from app.errors import ConflictError
@@ -31,10 +30,9 @@ from app.evaluations.billing import (
     charge_completed_runs,
     lock_batch,
     lock_partner,
-    money_sum,
     release_all,
 )
-from app.evaluations.runs import in_flight, status_counts
+from app.evaluations.runs import RunTotals, in_flight, store_totals
 from app.evaluations.summaries import store_summary
 from app.evaluations.trends import changes
 from app.webhooks.outbox import (
@@ -104,11 +102,13 @@ async def finish_locked(
     now: datetime,
     details: dict[str, Any] | None = None,
     org: Org | None = None,
-    counts: dict[RunStatus, int] | None = None,
+    totals: RunTotals | None = None,
 ) -> Ended:
     """`finish_batch` of a live batch whose partner and batch rows the caller has locked, in
-    that order; `counts`, its runs by status, when the caller has just read them."""
-    await charge_completed_runs(session, partner, batch, actor, now)
+    that order; `totals`, its runs' (`run_totals`), when the caller has just read them."""
+    charged = await charge_completed_runs(session, partner, batch, actor, now)
+    if totals is not None:
+        totals = totals.with_charges(charged, batch.price_per_run * charged)
     if status == BatchStatus.CANCELLED:
         await session.execute(
             update(QuestionRun)
@@ -118,7 +118,7 @@ async def finish_locked(
             )
             .values(status=RunStatus.CANCELLED, claimed_by=None, lease_expires_at=None)
         )
-        counts = None
+        totals = None
     release_all(partner, batch)
     batch.status = status
     batch.error = error[:MAX_BATCH_ERROR] if error else None
@@ -131,13 +131,14 @@ async def finish_locked(
         resource_id=batch.id,
         details=details or {},
     )
-    # What its results serve from now on, and the cells its trends read, in the same commit.
+    # What its reads serve from now on, and the cells its trends read, in the same commit.
+    totals = await store_totals(session, batch, totals)
     await store_summary(session, batch, now, org)
     deliveries = 0
     if status in _EVENTS:
         endpoints = await partner_endpoints(session, partner.id)
         deliveries += await _emit_batch_event(
-            session, batch, partner.id, _EVENTS[status], endpoints, counts
+            session, batch, partner.id, _EVENTS[status], endpoints, totals
         )
         if status == BatchStatus.COMPLETED:
             deliveries += await _emit_metric_changes(session, batch, partner.id, endpoints)
@@ -195,7 +196,7 @@ async def _emit_batch_event(
     partner_id: uuid.UUID,
     event_type: str,
     endpoints: Endpoints,
-    counts: dict[RunStatus, int] | None,
+    totals: RunTotals,
 ) -> int:
     """Tell the partner's webhooks, in the transaction that ended the batch; the deliveries
     written."""
@@ -204,11 +205,6 @@ async def _emit_batch_event(
         # An event is kept only for its deliveries: with no endpoint that wants it, there is
         # nothing to write.
         return 0
-    if counts is None:
-        counts = await status_counts(session, batch.id)
-    charges = await session.scalars(
-        select(UsageLedgerEntry.amount).where(UsageLedgerEntry.batch_id == batch.id)
-    )
     emitted = await emit_event(
         session,
         partner_id=partner_id,
@@ -219,10 +215,10 @@ async def _emit_batch_event(
             "org_id": str(batch.org_id),
             "batch_date": batch.batch_date.isoformat(),
             "status": batch.status.value,
-            "total_runs": sum(counts.values()),
-            "completed_runs": counts.get(RunStatus.COMPLETED, 0),
-            "failed_runs": counts.get(RunStatus.FAILED, 0),
-            "charged_amount": str(money_sum(list(charges)).quantize(MONEY_PLACES)),
+            "total_runs": totals.runs,
+            "completed_runs": totals.completed,
+            "failed_runs": totals.failed,
+            "charged_amount": str(totals.charged_amount.quantize(MONEY_PLACES)),
             "error": batch.error,
         },
         # One event per ending: a failed batch may be resumed, and then end again.

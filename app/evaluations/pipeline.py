@@ -17,7 +17,7 @@ from app.analysis.variations import load_variations
 from app.audit import record_audit
 from app.context import AppContext
 from app.db.clock import db_now
-from app.db.models import BatchStatus, EvaluationBatch, Org, RunStatus
+from app.db.models import BatchStatus, EvaluationBatch, Org
 from app.db.upsert import rows_affected
 from app.engines.base import BrandContext
 from app.errors import InsufficientBalanceError
@@ -31,7 +31,7 @@ from app.evaluations.billing import (
 )
 from app.evaluations.lifecycle import LIVE, Ended, finish_batch, finish_locked, partner_of
 from app.evaluations.matrix import MatrixRunner, Subject
-from app.evaluations.runs import status_counts
+from app.evaluations.runs import run_totals
 from app.evaluations.steps import StepLog
 from app.extraction import OrgProfile, registrable_domain
 from app.jobs import JobControl
@@ -209,13 +209,11 @@ async def complete_batch(context: AppContext, batch_id: uuid.UUID, org: Org | No
         batch = await lock_batch(session, batch_id)
         if batch.status not in LIVE:
             return
-        counts = await status_counts(session, batch_id)
-        unfinished = counts.get(RunStatus.PENDING, 0) + counts.get(RunStatus.RUNNING, 0)
-        if unfinished:
+        totals = await run_totals(session, batch_id)
+        if totals.unfinished:
             # The job fails and is tried again.
-            raise RuntimeError(f"{unfinished} run(s) of the batch are still unfinished")
-        total = sum(counts.values())
-        failed = counts.get(RunStatus.FAILED, 0)
+            raise RuntimeError(f"{totals.unfinished} run(s) of the batch are still unfinished")
+        total, failed = totals.runs, totals.failed
         if total and failed / total > context.settings.max_failed_run_ratio:
             raise BatchFailedError(
                 f"too_many_failed_runs: {failed} of {total} runs failed "
@@ -232,7 +230,7 @@ async def complete_batch(context: AppContext, batch_id: uuid.UUID, org: Org | No
             now=context.clock.now(),
             details=details,
             org=org,
-            counts=counts,
+            totals=totals,
         )
         await session.commit()
     logger.info("batch completed", extra=details)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
@@ -17,15 +15,11 @@ from app.db.models import (
     BatchStep,
     EvaluationBatch,
     Org,
-    QuestionRun,
-    RunStatus,
-    UsageLedgerEntry,
 )
 from app.errors import ConflictError, NotFoundError
 from app.evaluations.admission import OrgOutcome, create_today_batches, get_or_create_today_batch
-from app.evaluations.billing import money_sum
 from app.evaluations.lifecycle import request_cancel
-from app.evaluations.runs import status_counts
+from app.evaluations.runs import run_totals, stored_totals
 from app.evaluations.schemas import (
     BatchListItem,
     BatchRead,
@@ -199,65 +193,8 @@ async def get_batch(
     return batch
 
 
-@dataclass(frozen=True, slots=True)
-class RunTotals:
-    completed: int
-    failed: int
-    cancelled: int
-    cost: Decimal
-    simulated: bool
-    charged_runs: int
-    charged_amount: Decimal
-
-
-async def run_totals(session: AsyncSession, batch_id: uuid.UUID) -> RunTotals:
-    """A batch's run counts, cost and charges. On Postgres one aggregate statement, whatever
-    the batch's size (NUMERIC sums are exact); SQLite keeps money as text, which SUM() would
-    turn into a float, so there the embedded database's few rows are summed here."""
-    of_batch = QuestionRun.batch_id == batch_id
-    charged = UsageLedgerEntry.batch_id == batch_id
-    if session.get_bind().dialect.name == "postgresql":
-        row = (
-            await session.execute(
-                select(
-                    func.count().filter(QuestionRun.status == RunStatus.COMPLETED),
-                    func.count().filter(QuestionRun.status == RunStatus.FAILED),
-                    func.count().filter(QuestionRun.status == RunStatus.CANCELLED),
-                    func.sum(QuestionRun.cost),
-                    func.bool_or(QuestionRun.simulated),
-                    select(func.count()).where(charged).scalar_subquery(),
-                    select(func.sum(UsageLedgerEntry.amount)).where(charged).scalar_subquery(),
-                ).where(of_batch)
-            )
-        ).one()
-        completed, failed, cancelled, cost, simulated, charged_runs, charged_amount = row
-        return RunTotals(
-            completed,
-            failed,
-            cancelled,
-            cost or Decimal(0),
-            bool(simulated),
-            charged_runs,
-            charged_amount or Decimal(0),
-        )
-    counts = await status_counts(session, batch_id)
-    cost_and_simulated = (
-        await session.execute(select(QuestionRun.cost, QuestionRun.simulated).where(of_batch))
-    ).all()
-    charges = list(await session.scalars(select(UsageLedgerEntry.amount).where(charged)))
-    return RunTotals(
-        counts.get(RunStatus.COMPLETED, 0),
-        counts.get(RunStatus.FAILED, 0),
-        counts.get(RunStatus.CANCELLED, 0),
-        money_sum([cost for cost, _ in cost_and_simulated]),
-        any(simulated for _, simulated in cost_and_simulated),
-        len(charges),
-        money_sum(list(charges)),
-    )
-
-
 async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
-    totals = await run_totals(session, batch.id)
+    totals = stored_totals(batch) or await run_totals(session, batch.id)
     steps = {
         step.name: step
         for step in await session.scalars(select(BatchStep).where(BatchStep.batch_id == batch.id))
