@@ -240,8 +240,8 @@ async def _write_new(
     batch_date: date,
     now: datetime,
 ) -> dict[uuid.UUID, OrgOutcome]:
-    """The admitted batches in one INSERT, their runs in another, their audit events in a
-    third."""
+    """The admitted batches in one INSERT, their runs in another; their audit events are
+    added to the session, to go in with one more at the flush."""
     if not new:
         return {}
     # One statement compiled once whatever the number of rows (insertmanyvalues pages them).
