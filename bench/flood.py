@@ -31,7 +31,7 @@ import contextlib
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -46,6 +46,7 @@ from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
 from bench.common import UNLIMITED, Figure, bench_settings, report, scratch_database
 from bench.drain import connect, worker_processes
+from bench.worker import Triggered
 from devtools.embedded import moto_sqs_server
 
 ORGS_PER_PARTNER = 10
@@ -195,6 +196,34 @@ async def seed(database: asyncpg.Connection, count: int) -> None:
         await database.execute(
             "INSERT INTO org_locations (org_id, country) SELECT id, 'US' FROM orgs"
         )
+
+
+@contextlib.asynccontextmanager
+async def seeded_batches(count: int) -> AsyncIterator[tuple[AppContext, list[Triggered]]]:
+    """`count` orgs seeded as `seed` does, each with today's batch created by `enqueue_all`
+    (its jobs go to moto's SQS server and are left there), in creation order; a worker's
+    context to run them with."""
+    async with scratch_database() as url:
+        with moto_sqs_server() as endpoint:
+            base = bench_settings(url, aws_endpoint_url=endpoint)
+            queue_url = create_queue_with_dlq(
+                base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
+            )
+            database = await connect(url)
+            try:
+                await seed(database, count)
+                settings = base.model_copy(update={"sqs_queue_url": queue_url})
+                async with AppContext.create(settings) as context:
+                    await enqueue_all(context, per_second=UNLIMITED)
+                rows = await database.fetch(
+                    "SELECT org_id, id FROM evaluation_batches ORDER BY created_at"
+                )
+            finally:
+                await database.close()
+            batches = [Triggered(row[0], row[1]) for row in rows]
+            worker_settings = base.model_copy(update={"sqs_queue_url": None})
+            async with AppContext.create(worker_settings) as context:
+                yield context, batches
 
 
 @dataclass

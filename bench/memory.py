@@ -1,9 +1,10 @@
 """Worker memory over many batches: the Python heap after each batch should stay level.
 
-Batches of 4 runs are run one after another by the worker's pipeline (as in the `worker`
-scenario); after every ten, garbage is collected and the process's memory is read. The
-figure is the growth per batch over the second half of the run, beside the heap one batch
-uses while it runs (its peak above the level it started from).
+Orgs of 1 run each (seeded with set-based SQL and triggered by `enqueue_all`, as in the
+`flood` scenario: the API one at a time is too slow for this many) have their batches run one
+after another by the worker's pipeline; after every ten, garbage is collected and the
+process's memory is read. The figure is the growth per batch over the second half of the run,
+beside the heap one batch uses while it runs (its peak above the level it started from).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 import tracemalloc
 
 from bench.common import Figure, report
-from bench.worker import SMALL, run_batches, triggered_batches
+from bench.flood import seeded_batches
+from bench.worker import run_batches
 
 
 def _rss() -> int:
@@ -24,14 +26,15 @@ def _rss() -> int:
 
 
 async def scenario(quick: bool) -> None:
-    count = 100 if quick else 300
-    # The first batches fill caches that are bounded (compiled patterns of each org's names,
-    # and `re`'s own cache of 512 patterns behind them; compiled statements; each connection's
-    # prepared statements): more orgs than they hold.
-    warm = 75 if quick else 150
+    count = 200 if quick else 520
+    # The first batches fill caches that are bounded (compiled patterns of the names of the
+    # last 256 orgs in app/extraction/matching.py and of their negations in
+    # app/analysis/reading.py, and `re`'s own cache of 512 patterns behind them; compiled
+    # statements; each connection's prepared statements): more orgs than they hold, but with
+    # `--quick`.
+    warm = 100 if quick else 280
     every = 10
-    async with triggered_batches([(SMALL, count)]) as (context, triggered):
-        batches = triggered[SMALL]
+    async with seeded_batches(count) as (context, batches):
         await run_batches(context, batches[:warm])
         gc.collect()
         tracemalloc.start()
@@ -61,7 +64,7 @@ async def scenario(quick: bool) -> None:
             ),
         ],
         [
-            f"{count - warm - 1} batches of {SMALL.runs} runs (each of its own org) after "
+            f"{count - warm - 1} batches of 1 run (each of its own org) after "
             f"{warm + 1} to warm up; resident {levels[0][0] / 2**20:,.1f} MiB after the first "
             f"{every}, {levels[half][0] / 2**20:,.1f} MiB at half way, "
             f"{levels[-1][0] / 2**20:,.1f} MiB at the end; Python's allocated blocks "
