@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -150,11 +151,15 @@ def test_demo_serve_keeps_the_report_link_up_until_interrupted() -> None:
             if "press Ctrl-C" in line:
                 break
         assert url is not None, "".join(lines)
+        # The rest of its output is read on, so a full pipe never holds the process up.
+        reader = threading.Thread(target=lines.extend, args=(process.stdout,), daemon=True)
+        reader.start()
         page = httpx.get(url, timeout=30)
         assert page.status_code == 200
         assert "AI visibility report" in page.text
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        # The worker finishes its long poll and the servers close: seconds, more when loaded.
+        assert process.wait(timeout=120) == 0, "".join(lines)
     finally:
         if process.poll() is None:
             process.kill()
