@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -158,8 +159,23 @@ async def _run(settings: Settings, options: DemoOptions) -> int:
                 outcome = await _drive(client, options, clock)
                 if outcome == 0 and options.serve:
                     _say("\nserving the API and the report link; press Ctrl-C to stop")
-                    await asyncio.Event().wait()
+                    await _until_interrupted()
                 return outcome
+
+
+async def _until_interrupted() -> None:
+    """Until SIGINT or SIGTERM, handled here: the demo then stops its client, worker and API in
+    order, rather than through a cancelled task after the API server has caught the signal for
+    itself."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 async def _drive(client: httpx.AsyncClient, options: DemoOptions, clock: DemoClock) -> int:
