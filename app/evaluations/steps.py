@@ -79,8 +79,8 @@ class StepLog:
         self._unwritten.clear()
 
     def _end(self, step: _Step, status: StepStatus, error: str | None) -> None:
+        # Still unwritten: a write leaves a running step to be written again when it ends.
         step.status, step.finished_at, step.error = status, self._clock.now(), error
-        self._unwritten[step.name] = step
 
     async def write(self) -> None:
         """Every step not yet written as it is now, in one upsert of its own transaction: two
@@ -118,6 +118,5 @@ class StepLog:
             await session.commit()
         for step in steps:
             step.new_attempt = 0
-            # A step still running is written again when it ends.
-            if self._unwritten.get(step.name) is step and step.status != StepStatus.RUNNING:
+            if step.status != StepStatus.RUNNING:
                 del self._unwritten[step.name]
