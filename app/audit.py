@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import AuditEvent
@@ -26,4 +28,30 @@ def record_audit(
             resource_id=str(resource_id),
             details=details or {},
         )
+    )
+
+
+async def insert_audits(
+    session: AsyncSession,
+    actor: str,
+    action: str,
+    resources: Sequence[tuple[str, object, dict[str, Any]]],
+) -> None:
+    """One event per (resource type, resource id, details), inserted now in one statement:
+    where many are written at once, an ORM object each at the flush cost more than the rows."""
+    if not resources:
+        return
+    connection = await session.connection()
+    await connection.execute(
+        insert(AuditEvent),
+        [
+            {
+                "actor": actor,
+                "action": action,
+                "resource_type": resource_type,
+                "resource_id": str(resource_id),
+                "details": details,
+            }
+            for resource_type, resource_id, details in resources
+        ],
     )

@@ -3,6 +3,7 @@ how many rows a conditional UPDATE changed, and rows claimed one conditional UPD
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -14,12 +15,21 @@ from app.db.models import Base
 
 
 def insert_ignoring_conflicts(
-    session: AsyncSession, model: type[Base], conflict_columns: list[str]
+    session: AsyncSession, model: type[Base], conflict_columns: Sequence[str]
 ) -> Any:
     """An insert statement that skips rows which would violate the given unique key."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
-    return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    return ignoring_conflicts(session.get_bind().dialect.name, model, tuple(conflict_columns))
+
+
+@functools.cache
+def ignoring_conflicts(dialect: str, model: type[Base], conflict_columns: tuple[str, ...]) -> Any:
+    """`insert_ignoring_conflicts` for a dialect named. Statements are immutable, so each is
+    built once: the hot paths (a trigger's batch and runs, a run's results) spent more CPU
+    building it than sending it."""
+    columns = list(conflict_columns)
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=columns)
+    return sqlite.insert(model).on_conflict_do_nothing(index_elements=columns)
 
 
 def upsert(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -> Any:

@@ -11,6 +11,7 @@ and sends the jobs only after that.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,15 +19,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import record_audit
+from app.audit import insert_audits, record_audit
 from app.auth import Principal
 from app.clock import Clock
 from app.db.clock import db_now
 from app.db.models import BatchStatus, EvaluationBatch, Org, Partner, QuestionRun, RunStatus
-from app.db.upsert import insert_ignoring_conflicts
+from app.db.upsert import ignoring_conflicts, insert_ignoring_conflicts
 from app.errors import ConflictError, DomainError, InsufficientBalanceError, NotFoundError
 from app.evaluations.billing import (
     admit,
@@ -75,6 +76,26 @@ async def create_today_batches(
     )
 
 
+# One org with its partner's row locked and its batch of a day (built once: a trigger's CPU
+# went more into building it than into running it).
+_ONE_ORG = (
+    select(Org, Partner, EvaluationBatch)
+    .join(Partner, Partner.id == Org.partner_id)
+    .outerjoin(
+        EvaluationBatch,
+        and_(
+            EvaluationBatch.org_id == Org.id,
+            EvaluationBatch.batch_date == bindparam("batch_date"),
+        ),
+    )
+    .where(Org.id == bindparam("org_id"))
+    .with_for_update(of=Partner)
+    .execution_options(populate_existing=True)
+)
+# Another partner's org is never read, let alone its partner's row locked.
+_ONE_PARTNERS_ORG = _ONE_ORG.where(Org.partner_id == bindparam("partner_id"))
+
+
 async def get_or_create_today_batch(
     session: AsyncSession,
     clock: Clock,
@@ -92,21 +113,11 @@ async def get_or_create_today_batch(
     batch's own row is locked, so either way this trigger answers with that batch, sending no
     second job.
     """
-    query = (
-        select(Org, Partner, EvaluationBatch)
-        .join(Partner, Partner.id == Org.partner_id)
-        .outerjoin(
-            EvaluationBatch,
-            and_(EvaluationBatch.org_id == Org.id, EvaluationBatch.batch_date == clock.today()),
-        )
-        .where(Org.id == org_id)
-        .with_for_update(of=Partner)
-        .execution_options(populate_existing=True)
-    )
+    params: dict[str, Any] = {"org_id": org_id, "batch_date": clock.today()}
+    query = _ONE_ORG
     if principal.partner_id is not None:
-        # Another partner's org is never read, let alone its partner's row locked.
-        query = query.where(Org.partner_id == principal.partner_id)
-    row = (await session.execute(query)).first()
+        query, params["partner_id"] = _ONE_PARTNERS_ORG, principal.partner_id
+    row = (await session.execute(query, params)).first()
     if row is None:
         raise NotFoundError(f"org {org_id} not found")
     org, partner, batch = row
@@ -240,16 +251,13 @@ async def _write_new(
     batch_date: date,
     now: datetime,
 ) -> dict[uuid.UUID, OrgOutcome]:
-    """The admitted batches in one INSERT, their runs in another; their audit events are
-    added to the session, to go in with one more at the flush."""
+    """The admitted batches in one INSERT, their runs in another, their audit events in a
+    third."""
     if not new:
         return {}
     # One statement compiled once whatever the number of rows (insertmanyvalues pages them).
     inserted = await session.scalars(
-        insert_ignoring_conflicts(session, EvaluationBatch, ["org_id", "batch_date"])
-        .values(last_enqueued_at=db_now())
-        .returning(EvaluationBatch),
-        [n.values for n in new],
+        _batch_insert(session.get_bind().dialect.name), [n.values for n in new]
     )
     created = {batch.org_id: batch for batch in inserted}
     outcomes: dict[uuid.UUID, OrgOutcome] = {}
@@ -271,26 +279,33 @@ async def _write_new(
         # On the connection: a plain executemany, without the ORM's bookkeeping for each row.
         connection = await session.connection()
         await connection.execute(insert_ignoring_conflicts(session, QuestionRun, RUN_KEY), runs)
+    asked = trigger.model_dump()
+    events = []
     for n in written:
         batch = created[n.org.id]
-        record_audit(
-            session,
-            actor=actor,
-            action="batch.created",
-            resource_type="batch",
-            resource_id=batch.id,
-            details={
-                "org_id": str(n.org.id),
-                "total_runs": batch.total_runs,
-                "cells": n.matrix.cells,
-                "samples": n.plan.samples,
-                "max_samples": n.org.max_samples,
-                "reserved": str(n.reserved),
-                **trigger.model_dump(),
-            },
-        )
+        details = {
+            "org_id": str(n.org.id),
+            "total_runs": batch.total_runs,
+            "cells": n.matrix.cells,
+            "samples": n.plan.samples,
+            "max_samples": n.org.max_samples,
+            "reserved": str(n.reserved),
+            **asked,
+        }
+        events.append(("batch", batch.id, details))
         outcomes[n.org.id] = OrgOutcome(n.org.id, "created", batch)
+    await insert_audits(session, actor, "batch.created", events)
     return outcomes
+
+
+@functools.cache
+def _batch_insert(dialect: str) -> Any:
+    """New batches, skipping an org's that another trigger created first (built once)."""
+    return (
+        ignoring_conflicts(dialect, EvaluationBatch, ("org_id", "batch_date"))
+        .values(last_enqueued_at=db_now())
+        .returning(EvaluationBatch)
+    )
 
 
 def _run_rows(
