@@ -103,10 +103,12 @@ def test_a_rolled_back_deployment_is_a_failure(
 def test_waiting_gives_up_at_the_timeout(canned_env: dict[str, str]) -> None:
     Path(canned_env["DESCRIBED_SERVICES"]).write_text(json.dumps(STUCK))
 
-    ran = run_script("deploy.sh", canned_env | {"WAIT_TIMEOUT_SECONDS": "1"})
+    # Bash counts whole seconds: a 1 s deadline may come a moment after it is set, before a
+    # second poll (each starts Python) has had its turn. 3 s leave at least 2 for polls.
+    ran = run_script("deploy.sh", canned_env | {"WAIT_TIMEOUT_SECONDS": "3"})
 
     assert ran.returncode == 1
-    assert "gave up waiting after 1s: pending: 2/2 tasks running, 2 deployment(s)" in ran.stderr
+    assert "gave up waiting after 3s: pending: 2/2 tasks running, 2 deployment(s)" in ran.stderr
     assert (
         len(
             [
