@@ -30,8 +30,15 @@ from app.evaluations.schedule import CHUNK, SCHEDULER, enqueue_all
 from app.evaluations.schemas import EvaluationTrigger
 from app.evaluations.service import enqueue_batch
 from app.queue.provision import create_queue_with_dlq
-from bench.common import Figure, Matrix, bench_settings, report, scratch_database, seed_orgs
-from devtools.embedded import moto_sqs_server
+from bench.common import (
+    Figure,
+    Matrix,
+    bench_settings,
+    moto_sqs_process,
+    report,
+    scratch_database,
+    seed_orgs,
+)
 
 MATRIX = Matrix(questions=5, engines=("openai", "anthropic"), locations=("US", "GB"))
 CAP = 20.0  # jobs per second, for the cap's check
@@ -117,7 +124,7 @@ async def scenario(quick: bool) -> None:
     count = 60 if quick else 300
     capped = 30 if quick else 100
     async with scratch_database() as url:
-        with moto_sqs_server() as endpoint:
+        with moto_sqs_process() as endpoint:
             base = bench_settings(url, aws_endpoint_url=endpoint)
             queues = [
                 create_queue_with_dlq(base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5)

@@ -23,8 +23,16 @@ from app.context import AppContext
 from app.queue.messages import EvaluateOrg, Message
 from app.queue.provision import create_queue_with_dlq
 from app.queue.sqs import SqsQueue
-from bench.common import Figure, Matrix, bench_settings, report, scratch_database, seed_orgs
-from devtools.embedded import moto_sqs_server, serve_api
+from bench.common import (
+    Figure,
+    Matrix,
+    bench_settings,
+    moto_sqs_process,
+    report,
+    scratch_database,
+    seed_orgs,
+)
+from devtools.embedded import serve_api
 
 MATRIX = Matrix(questions=5, engines=("openai", "anthropic"), locations=("US", "GB"))
 CONNECTIONS = (1, 16)
@@ -82,7 +90,7 @@ async def scenario(quick: bool) -> None:
     notes = []
     rates: list[float] = []
     async with scratch_database() as url:
-        with moto_sqs_server() as endpoint:
+        with moto_sqs_process() as endpoint:
             base = bench_settings(url, aws_endpoint_url=endpoint, api_token=SecretStr(token))
             queue_url = create_queue_with_dlq(
                 base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
