@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, String, cast, literal
+from sqlalchemy import ColumnElement, Float, String, cast, literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
@@ -22,10 +22,12 @@ class db_now(FunctionElement[Any]):  # noqa: N801 - reads as the SQL function it
     type = UTCDateTime()
     inherit_cache = True
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    def __init__(self, seconds: float | ColumnElement[float] = 0.0) -> None:
         # A bound parameter, not inlined text: statements differing only in the offset share
-        # one compiled form.
-        super().__init__(literal(float(seconds), Float()))
+        # one compiled form. A statement built once names its own parameter for it.
+        if not isinstance(seconds, ColumnElement):
+            seconds = literal(float(seconds), Float())
+        super().__init__(seconds)
 
 
 @compiles(db_now, "postgresql")

@@ -12,12 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Exists,
+    Float,
+    Integer,
+    Select,
+    String,
+    Uuid,
     and_,
     bindparam,
     func,
@@ -28,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import BindParameter
 
 from app.analysis.merge import AnalysisOutcome, analyse, judged_mention, named_competitors
 from app.clock import sleep_until_set
@@ -43,6 +52,7 @@ from app.db.models import (
     RunStatus,
     table_of,
 )
+from app.db.types import UTCDateTime
 from app.db.upsert import insert_ignoring_conflicts, rows_affected
 from app.engines.backoff import backoff_seconds
 from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
@@ -114,7 +124,7 @@ class MatrixRunner:
         self._max_samples = max_samples
         self._worker_id = control.worker_id
         self._executing: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._results = ResultWriter(context, self._still_ours_all)
+        self._results = ResultWriter(context, batch_id, self._worker_id)
         # Whether a cancel had been asked for when the matrix last looked: once it has
         # returned, whether the batch ends cancelled.
         self.cancel_requested = False
@@ -221,56 +231,23 @@ class MatrixRunner:
         return set(self._executing)
 
     async def _claim(self, engine_id: str, count: int) -> list[ClaimedRun]:
-        claimable = _claimable()
-        candidates = (
-            select(QuestionRun.id)
-            .where(
-                QuestionRun.batch_id == self._batch_id,
-                QuestionRun.engine_id == engine_id,
-                claimable,
-            )
-            .order_by(QuestionRun.created_at, QuestionRun.id)
-            .limit(count)
-            .with_for_update(skip_locked=True)
-        )
         # One statement, its own transaction: the runs it returns are ours once it answers.
         async with self._context.statements() as session:
             rows = (
                 await session.execute(
-                    update(QuestionRun)
-                    .where(QuestionRun.id.in_(candidates), claimable, self._batch_is_live())
-                    .values(
-                        status=RunStatus.RUNNING,
-                        claimed_by=self._worker_id,
-                        lease_expires_at=db_now(self._settings.run_lease_seconds),
-                        attempts=QuestionRun.attempts + 1,
-                        started_at=func.coalesce(QuestionRun.started_at, self._clock.now()),
-                    )
-                    .returning(
-                        QuestionRun.id,
-                        QuestionRun.question_text,
-                        QuestionRun.engine_id,
-                        QuestionRun.location,
-                        QuestionRun.cost,
-                        QuestionRun.sample,
-                        QuestionRun.attempts,
-                    )
-                    .execution_options(synchronize_session=False)
+                    _CLAIM,
+                    {
+                        "m_batch_id": self._batch_id,
+                        "m_engine_id": engine_id,
+                        "m_count": count,
+                        "m_worker_id": self._worker_id,
+                        "m_lease_seconds": float(self._settings.run_lease_seconds),
+                        "m_now": self._clock.now(),
+                    },
                 )
             ).all()
             await session.commit()
         return [ClaimedRun(*row) for row in rows]
-
-    def _batch_is_live(self, *, claiming: bool = True) -> ColumnElement[bool]:
-        """Runs are claimed only while their batch runs and nobody asked to cancel it; a run
-        in flight is stored while the batch runs (a cancel waits for it)."""
-        conditions = [
-            EvaluationBatch.id == self._batch_id,
-            EvaluationBatch.status == BatchStatus.RUNNING,
-        ]
-        if claiming:
-            conditions.append(EvaluationBatch.cancel_requested_at.is_(None))
-        return select(EvaluationBatch.id).where(*conditions).exists()
 
     async def _execute(self, run: ClaimedRun) -> None:
         try:
@@ -420,41 +397,17 @@ class MatrixRunner:
         )
 
     def _still_ours(self, run: ClaimedRun) -> ColumnElement[bool]:
-        return self._still_ours_all([run.id])
-
-    def _still_ours_all(self, run_ids: list[uuid.UUID]) -> ColumnElement[bool]:
-        return and_(
-            QuestionRun.id.in_(run_ids),
-            QuestionRun.status == RunStatus.RUNNING,
-            QuestionRun.claimed_by == self._worker_id,
-            self._batch_is_live(claiming=False),
-        )
+        return _still_ours([run.id], self._worker_id, self._batch_id)
 
     async def _state(self) -> _MatrixState:
         """What is left of the batch, in one query: the engines with runs to claim, and whether
         no run is left to ask — or, for a batch being cancelled, none is in flight with another
         worker. One query, so a lease that ends meanwhile cannot make a run look both not
         claimable and not held."""
-        unfinished = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING])
-        held_elsewhere = and_(in_flight(), QuestionRun.claimed_by != self._worker_id)
-        cancelling = (
-            select(EvaluationBatch.cancel_requested_at)
-            .where(EvaluationBatch.id == self._batch_id)
-            .scalar_subquery()
-        )
         async with self._context.statements() as session:
             rows = (
                 await session.execute(
-                    select(
-                        QuestionRun.engine_id,
-                        func.count().filter(_claimable(), self._batch_is_live()),
-                        func.count().filter(unfinished),
-                        func.count().filter(held_elsewhere),
-                        cancelling,
-                    )
-                    .where(QuestionRun.batch_id == self._batch_id)
-                    .group_by(QuestionRun.engine_id)
-                    .order_by(QuestionRun.engine_id)
+                    _STATE, {"m_batch_id": self._batch_id, "m_worker_id": self._worker_id}
                 )
             ).all()
         cancel_requested = any(row[4] is not None for row in rows)
@@ -622,13 +575,10 @@ class ResultWriter:
     `completed` status, and only while the run is still this worker's: its row is locked, and
     checked, before anything of it is written."""
 
-    def __init__(
-        self,
-        context: AppContext,
-        still_ours: Callable[[list[uuid.UUID]], ColumnElement[bool]],
-    ) -> None:
+    def __init__(self, context: AppContext, batch_id: uuid.UUID, worker_id: str) -> None:
         self._sessions = context.sessions
-        self._still_ours = still_ours
+        self._batch_id = batch_id
+        self._worker_id = worker_id
         self._pending: list[_Result] = []
         self._lock = asyncio.Lock()
 
@@ -650,19 +600,20 @@ class ResultWriter:
             async with self._sessions() as session:
                 ours = set(
                     await session.scalars(
-                        select(QuestionRun.id)
-                        .where(self._still_ours([r.run_id for r in group]))
-                        .with_for_update(of=QuestionRun)
+                        _STILL_OURS,
+                        {
+                            "m_run_ids": [r.run_id for r in group],
+                            "m_worker_id": self._worker_id,
+                            "m_batch_id": self._batch_id,
+                        },
                     )
                 )
                 stored = [r for r in group if r.run_id in ours]
                 if stored:
                     # Core's executemany: the ORM's bulk update by primary key costs more
                     # per row than the answer's extraction.
-                    runs = table_of(QuestionRun)
                     await session.execute(
-                        update(runs).where(runs.c.id == bindparam("run_id")),
-                        [{"run_id": r.run_id, **r.values} for r in stored],
+                        _STORE_RUN, [{"run_id": r.run_id, **r.values} for r in stored]
                     )
                     await insert_result_rows(session, [r.rows for r in stored if r.rows])
                 await session.commit()
@@ -734,6 +685,105 @@ def _claimable() -> ColumnElement[bool]:
         QuestionRun.status == RunStatus.PENDING,
         and_(QuestionRun.status == RunStatus.RUNNING, not_(in_flight())),
     )
+
+
+def _batch_is_live(batch_id: object, *, claiming: bool) -> Exists:
+    """Runs are claimed only while their batch runs and nobody asked to cancel it; a run
+    in flight is stored while the batch runs (a cancel waits for it)."""
+    conditions = [EvaluationBatch.id == batch_id, EvaluationBatch.status == BatchStatus.RUNNING]
+    if claiming:
+        conditions.append(EvaluationBatch.cancel_requested_at.is_(None))
+    return select(EvaluationBatch.id).where(*conditions).exists()
+
+
+def _still_ours(
+    run_ids: list[uuid.UUID] | BindParameter[Any], worker_id: object, batch_id: object
+) -> ColumnElement[bool]:
+    """The runs this worker still holds, while their batch runs (values or bound parameters)."""
+    return and_(
+        QuestionRun.id.in_(run_ids),
+        QuestionRun.status == RunStatus.RUNNING,
+        QuestionRun.claimed_by == worker_id,
+        _batch_is_live(batch_id, claiming=False),
+    )
+
+
+# The statements the matrix runs over and over, built once with bound parameters (`m_…`):
+# built at each call they cost more CPU than a zero-latency engine's answer.
+_BATCH = bindparam("m_batch_id", type_=Uuid)
+_WORKER = bindparam("m_worker_id", type_=String)
+
+
+def _claim_statement() -> Any:
+    """Up to `m_count` claimable runs of an engine, claimed in one UPDATE … RETURNING."""
+    claimable = _claimable()
+    candidates = (
+        select(QuestionRun.id)
+        .where(
+            QuestionRun.batch_id == _BATCH,
+            QuestionRun.engine_id == bindparam("m_engine_id", type_=String),
+            claimable,
+        )
+        .order_by(QuestionRun.created_at, QuestionRun.id)
+        .limit(bindparam("m_count", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(QuestionRun)
+        .where(QuestionRun.id.in_(candidates), claimable, _batch_is_live(_BATCH, claiming=True))
+        .values(
+            status=RunStatus.RUNNING,
+            claimed_by=_WORKER,
+            lease_expires_at=db_now(bindparam("m_lease_seconds", type_=Float)),
+            attempts=QuestionRun.attempts + 1,
+            started_at=func.coalesce(QuestionRun.started_at, bindparam("m_now", type_=UTCDateTime)),
+        )
+        .returning(
+            QuestionRun.id,
+            QuestionRun.question_text,
+            QuestionRun.engine_id,
+            QuestionRun.location,
+            QuestionRun.cost,
+            QuestionRun.sample,
+            QuestionRun.attempts,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _state_statement() -> Select[str, int, int, int, datetime | None]:
+    """`MatrixRunner._state`'s query: per engine, the runs claimable, unfinished and held by
+    another worker, and the batch's cancel request."""
+    unfinished = QuestionRun.status.in_([RunStatus.PENDING, RunStatus.RUNNING])
+    held_elsewhere = and_(in_flight(), QuestionRun.claimed_by != _WORKER)
+    cancelling = (
+        select(EvaluationBatch.cancel_requested_at)
+        .where(EvaluationBatch.id == _BATCH)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            QuestionRun.engine_id,
+            func.count().filter(_claimable(), _batch_is_live(_BATCH, claiming=True)),
+            func.count().filter(unfinished),
+            func.count().filter(held_elsewhere),
+            cancelling,
+        )
+        .where(QuestionRun.batch_id == _BATCH)
+        .group_by(QuestionRun.engine_id)
+        .order_by(QuestionRun.engine_id)
+    )
+
+
+_CLAIM = _claim_statement()
+_STATE = _state_statement()
+# A group's runs still this worker's, locked before anything of them is written.
+_STILL_OURS = (
+    select(QuestionRun.id)
+    .where(_still_ours(bindparam("m_run_ids", expanding=True), _WORKER, _BATCH))
+    .with_for_update(of=QuestionRun)
+)
+_STORE_RUN = update(table_of(QuestionRun)).where(table_of(QuestionRun).c.id == bindparam("run_id"))
 
 
 def _with_retries(calls: int) -> ColumnElement[int]:
