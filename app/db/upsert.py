@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, CursorResult, Result, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Base
 
@@ -32,10 +32,9 @@ def ignoring_conflicts(dialect: str, model: type[Base], conflict_columns: tuple[
     return sqlite.insert(model).on_conflict_do_nothing(index_elements=columns)
 
 
-def upsert(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -> Any:
-    """An INSERT of the sessions' dialect, for an ON CONFLICT DO UPDATE."""
-    bind = sessions.kw["bind"]
-    if bind.dialect.name == "postgresql":
+def dialect_insert(dialect: str, model: type[Base]) -> Any:
+    """An INSERT of the dialect named, for an ON CONFLICT DO UPDATE."""
+    if dialect == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from app.clock import Clock
 from app.db.models import BatchStep, StepStatus
 from app.db.session import SessionFactory
-from app.db.upsert import upsert
+from app.db.upsert import dialect_insert
 from app.errors import describe_error
 
 logger = logging.getLogger(__name__)
@@ -89,34 +91,40 @@ class StepLog:
         if not self._unwritten:
             return
         steps = list(self._unwritten.values())
-        insert = upsert(self._sessions, BatchStep)
-        statement = insert.values(
-            [
-                {
-                    "batch_id": self._batch_id,
-                    "name": step.name,
-                    "status": step.status,
-                    "attempts": step.new_attempt,
-                    "started_at": step.started_at,
-                    "finished_at": step.finished_at,
-                    "error": step.error,
-                }
-                for step in steps
-            ]
-        ).on_conflict_do_update(
-            index_elements=["batch_id", "name"],
-            set_={
-                "status": insert.excluded.status,
-                "attempts": BatchStep.attempts + insert.excluded.attempts,
-                "started_at": insert.excluded.started_at,
-                "finished_at": insert.excluded.finished_at,
-                "error": insert.excluded.error,
-            },
-        )
+        rows = [
+            {
+                "batch_id": self._batch_id,
+                "name": step.name,
+                "status": step.status,
+                "attempts": step.new_attempt,
+                "started_at": step.started_at,
+                "finished_at": step.finished_at,
+                "error": step.error,
+            }
+            for step in steps
+        ]
         async with self._sessions() as session:
-            await session.execute(statement)
+            # Core's executemany (atomic on both drivers), of a statement built once.
+            connection = await session.connection()
+            await connection.execute(_upsert_steps(connection.dialect.name), rows)
             await session.commit()
         for step in steps:
             step.new_attempt = 0
             if step.status != StepStatus.RUNNING:
                 del self._unwritten[step.name]
+
+
+@functools.cache
+def _upsert_steps(dialect: str) -> Any:
+    """A step's row inserted, or its existing row updated with the attempt added."""
+    insert = dialect_insert(dialect, BatchStep)
+    return insert.on_conflict_do_update(
+        index_elements=["batch_id", "name"],
+        set_={
+            "status": insert.excluded.status,
+            "attempts": BatchStep.attempts + insert.excluded.attempts,
+            "started_at": insert.excluded.started_at,
+            "finished_at": insert.excluded.finished_at,
+            "error": insert.excluded.error,
+        },
+    )
