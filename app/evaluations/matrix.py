@@ -233,8 +233,11 @@ class MatrixRunner:
     async def _claim(self, engine_id: str, count: int) -> list[ClaimedRun]:
         # One statement, its own transaction: the runs it returns are ours once it answers.
         async with self._context.statements() as session:
+            # On the connection: the rows are values, and the ORM's execution around a
+            # statement cost more than the statement.
+            connection = await session.connection()
             rows = (
-                await session.execute(
+                await connection.execute(
                     _CLAIM,
                     {
                         "m_batch_id": self._batch_id,
@@ -405,8 +408,9 @@ class MatrixRunner:
         worker. One query, so a lease that ends meanwhile cannot make a run look both not
         claimable and not held."""
         async with self._context.statements() as session:
+            connection = await session.connection()
             rows = (
-                await session.execute(
+                await connection.execute(
                     _STATE, {"m_batch_id": self._batch_id, "m_worker_id": self._worker_id}
                 )
             ).all()
@@ -598,8 +602,9 @@ class ResultWriter:
         """Settles every result of the group: stored or not, or the error that stopped it."""
         try:
             async with self._sessions() as session:
+                connection = await session.connection()
                 ours = set(
-                    await session.scalars(
+                    await connection.scalars(
                         _STILL_OURS,
                         {
                             "m_run_ids": [r.run_id for r in group],
@@ -612,7 +617,7 @@ class ResultWriter:
                 if stored:
                     # Core's executemany: the ORM's bulk update by primary key costs more
                     # per row than the answer's extraction.
-                    await session.execute(
+                    await connection.execute(
                         _STORE_RUN, [{"run_id": r.run_id, **r.values} for r in stored]
                     )
                     await insert_result_rows(session, [r.rows for r in stored if r.rows])
@@ -805,13 +810,19 @@ class ResultRows:
 async def insert_result_rows(session: AsyncSession, results: Iterable[ResultRows]) -> None:
     """One INSERT of many rows for each table, in the caller's transaction."""
     results = list(results)
-    for table, rows in (
-        (table_of(RunMention), [r.mention for r in results]),
-        (table_of(RunCompetitor), [row for r in results for row in r.competitors]),
-        (table_of(RunCitation), [row for r in results for row in r.citations]),
+    connection = await session.connection()
+    for statement, rows in (
+        (_INSERT_MENTIONS, [r.mention for r in results]),
+        (_INSERT_COMPETITORS, [row for r in results for row in r.competitors]),
+        (_INSERT_CITATIONS, [row for r in results for row in r.citations]),
     ):
         if rows:
-            await session.execute(insert(table), rows)
+            await connection.execute(statement, rows)
+
+
+_INSERT_MENTIONS = insert(table_of(RunMention))
+_INSERT_COMPETITORS = insert(table_of(RunCompetitor))
+_INSERT_CITATIONS = insert(table_of(RunCitation))
 
 
 def result_rows(
