@@ -7,10 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +26,7 @@ from app.db.migrate import upgrade
 from app.db.models import Base, Org, OrgEngine, OrgLocation, OrgQuestion, Partner
 from app.metrics import DATABASE_PINGS
 from app.settings import Settings
-from devtools.embedded import serve_api
+from devtools.embedded import moto_server_process, serve_api
 from devtools.emulator.config import PROVIDERS
 
 # The machine's Postgres (trust auth on loopback); each scenario makes and drops its own
@@ -80,44 +76,16 @@ def report(scenario: str, figures: list[Figure], notes: list[str] | None = None)
 
 @contextlib.contextmanager
 def moto_sqs_process() -> Iterator[str]:
-    """moto's SQS server as a process of its own on a free loopback port; yields its endpoint.
+    """moto's SQS server as a process of its own; yields its endpoint.
 
     Where the API's or `enqueue_all`'s own time is measured, moto in this process would take
     the interpreter lock from them on every call: on its own it runs on the other core, as SQS
     is another host, and its cost stays out of ours."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     # The clients of this process sign with these too; moto accepts any.
     for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(variable, "embedded")
-    process = subprocess.Popen(  # noqa: S603 - this interpreter, with arguments of our own
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"moto's server exited with {process.returncode}")
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("moto's server did not answer within 60 s") from None
-                time.sleep(0.1)
+    with moto_server_process() as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.asynccontextmanager

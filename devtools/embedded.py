@@ -7,7 +7,11 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import uvicorn
@@ -17,6 +21,9 @@ from app.api.edge_wiring import server_options
 from app.context import AppContext
 from app.settings import Settings
 from worker.runtime import Worker
+
+# A loaded machine has taken over 20 s to start moto's server (its imports).
+MOTO_START_SECONDS = 60
 
 
 @contextlib.asynccontextmanager
@@ -74,6 +81,47 @@ def moto_sqs_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def moto_server_process(environment: Mapping[str, str] | None = None) -> Iterator[str]:
+    """moto's server as a process of its own on a free loopback port, `environment` added to
+    this process's; yields its endpoint URL and stops it at the end. Beside an in-process
+    server: its work takes no interpreter lock from the code it serves, and a setting read
+    from its environment stays its own."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, with arguments of our own
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **(environment or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + MOTO_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"moto's server exited with {process.returncode}")
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()  # noqa: S310
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"moto's server did not answer within {MOTO_START_SECONDS} s"
+                    ) from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.asynccontextmanager

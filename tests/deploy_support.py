@@ -16,14 +16,14 @@ import socket
 import stat
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from devtools.embedded import moto_server_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -170,28 +170,8 @@ def moto_server() -> Iterator[str]:
     The server process reads MOTO_ECS_SERVICE_RUNNING from its environment each time a service
     is created: a service then reports that many tasks running.
     """
-    port = free_port()
-    process = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "MOTO_ECS_SERVICE_RUNNING": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()  # noqa: S310
-                break
-            except OSError:
-                assert process.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
+    with moto_server_process({"MOTO_ECS_SERVICE_RUNNING": "1"}) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def load_script(name: str) -> ModuleType:
