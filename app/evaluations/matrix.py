@@ -382,7 +382,7 @@ class MatrixRunner:
             batch = await lock_batch(session, self._batch_id)
             failed = await session.execute(
                 update(QuestionRun)
-                .where(self._still_ours(run))
+                .where(_still_ours([run.id], self._worker_id, self._batch_id))
                 .values(
                     status=RunStatus.FAILED,
                     error=reason[:MAX_RUN_ERROR],
@@ -398,9 +398,6 @@ class MatrixRunner:
         logger.warning(
             "run failed", extra={"run_id": run.id, "engine": run.engine_id, "error": reason}
         )
-
-    def _still_ours(self, run: ClaimedRun) -> ColumnElement[bool]:
-        return _still_ours([run.id], self._worker_id, self._batch_id)
 
     async def _state(self) -> _MatrixState:
         """What is left of the batch, in one query: the engines with runs to claim, and whether
@@ -752,7 +749,6 @@ def _claim_statement() -> Any:
             QuestionRun.sample,
             QuestionRun.attempts,
         )
-        .execution_options(synchronize_session=False)
     )
 
 
