@@ -1,6 +1,6 @@
 """Step bookkeeping: each step's start, end and error is recorded on the batch.
 
-A job's steps are kept in memory and written together, one statement for several steps: before
+A job's steps are kept in memory and written together, one round trip for several steps: before
 the step that takes long (so that it shows as running while it runs), when a step fails, and
 when the job ends. A statement per start and per end was a third of a small batch's round
 trips. A worker that dies between two writes leaves its last steps unrecorded; the job that
@@ -85,7 +85,7 @@ class StepLog:
         step.status, step.finished_at, step.error = status, self._clock.now(), error
 
     async def write(self) -> None:
-        """Every step not yet written as it is now, in one upsert of its own transaction: two
+        """Every step not yet written as it is now, upserted in one round trip of its own: two
         workers running the same step at once both count their attempt, and the primary key
         settles who inserts."""
         if not self._unwritten:
