@@ -38,21 +38,23 @@ async def load_variations(
     sessions: SessionFactory, analyst: Analyst, org: Org, *, reads: SessionFactory | None = None
 ) -> tuple[str, ...]:
     """The org's variations: cached ones when still current, else freshly generated and stored.
-    `reads`, sessions for the cache's one read (a statement's own transaction is cheapest).
+    `reads`, sessions whose statements are their own transactions (the cheapest), for the
+    cache's one read and for the first variations of an org.
 
     A failed generation is logged and leaves matching to the name and aliases; the next batch
     tries again, since nothing was stored.
     """
     fingerprint = names_fingerprint(org.name, org.aliases, analyst.source)
-    async with (reads or sessions)() as session:
-        cached = list(
-            await session.scalars(
-                select(OrgNameVariation.variation).where(
-                    OrgNameVariation.org_id == org.id,
-                    OrgNameVariation.names_fingerprint == fingerprint,
+    reads = reads or sessions
+    async with reads() as session:
+        rows = (
+            await session.execute(
+                select(OrgNameVariation.variation, OrgNameVariation.names_fingerprint).where(
+                    OrgNameVariation.org_id == org.id
                 )
             )
-        )
+        ).all()
+    cached = [variation for variation, made_from in rows if made_from == fingerprint]
     if cached:
         return tuple(cached)
     try:
@@ -69,23 +71,32 @@ async def load_variations(
             "cost": str(result.cost),
         },
     )
-    return await _replace(sessions, org, fingerprint, result)
+    # Rows of older names are replaced in a transaction; an org with none (its first batch)
+    # needs only the insert, a statement of its own.
+    writes = sessions if rows else reads
+    return await _replace(writes, org, fingerprint, result, stale=bool(rows))
 
 
 async def _replace(
-    sessions: SessionFactory, org: Org, fingerprint: str, result: VariationResult
+    sessions: SessionFactory,
+    org: Org,
+    fingerprint: str,
+    result: VariationResult,
+    *,
+    stale: bool,
 ) -> tuple[str, ...]:
     # The name itself is stored too, so an org with no other spelling still has a row that
     # says its variations were made and need not be asked for again.
     stored = sorted({org.name, *result.names})
     now = utcnow()
     async with sessions() as session:
-        await session.execute(
-            delete(OrgNameVariation).where(
-                OrgNameVariation.org_id == org.id,
-                OrgNameVariation.names_fingerprint != fingerprint,
+        if stale:
+            await session.execute(
+                delete(OrgNameVariation).where(
+                    OrgNameVariation.org_id == org.id,
+                    OrgNameVariation.names_fingerprint != fingerprint,
+                )
             )
-        )
         # Two workers may generate at once: the unique (org_id, variation) keeps one row per
         # spelling, and sorted rows make both lock them in the same order.
         await session.execute(

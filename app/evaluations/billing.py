@@ -19,11 +19,13 @@ from collections.abc import Collection
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ScalarSelect, func, select, update
+from sqlalchemy import Numeric, ScalarSelect, Select, Uuid, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import record_audit
 from app.db.models import EvaluationBatch, Partner, QuestionRun, RunStatus, UsageLedgerEntry
+from app.db.types import UTCDateTime
 from app.db.upsert import insert_ignoring_conflicts
 from app.errors import InsufficientBalanceError
 
@@ -147,40 +149,18 @@ async def charge_completed_runs(
 
     The ledger's unique run id is the final guard against charging a run twice.
     """
-    run_ids = list(
-        await session.scalars(
-            select(QuestionRun.id).where(
-                QuestionRun.batch_id == batch.id,
-                QuestionRun.status == RunStatus.COMPLETED,
-                QuestionRun.charged_at.is_(None),
-            )
-        )
-    )
-    if not run_ids:
-        return 0
     price = batch.price_per_run
-    inserted = await session.execute(
-        insert_ignoring_conflicts(session, UsageLedgerEntry, ["question_run_id"])
-        .values(
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "question_run_id": run_id,
-                    "batch_id": batch.id,
-                    "partner_id": partner.id,
-                    "amount": price,
-                    "created_at": now,
-                }
-                for run_id in run_ids
-            ]
-        )
-        .returning(UsageLedgerEntry.question_run_id)
-    )
-    charged = [row[0] for row in inserted]
-    await session.execute(
-        update(QuestionRun).where(QuestionRun.id.in_(run_ids)).values(charged_at=now)
-    )
-    amount = price * len(charged)
+    charging = {
+        "c_batch_id": batch.id,
+        "c_partner_id": partner.id,
+        "c_price": price,
+        "c_now": now,
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        charged = int(await session.scalar(_CHARGE, charging) or 0)
+    else:
+        charged = await _charge_each(session, charging)
+    amount = price * charged
     # The reservation covered these runs: the money leaves the balance and the reservation
     # together, so what is available does not change.
     reserve(partner, batch, -min(amount, batch.reserved_amount))
@@ -192,9 +172,82 @@ async def charge_completed_runs(
             action="batch.charged",
             resource_type="batch",
             resource_id=batch.id,
-            details={"runs": len(charged), "amount": str(amount), "price_per_run": str(price)},
+            details={"runs": charged, "amount": str(amount), "price_per_run": str(price)},
         )
-    return len(charged)
+    return charged
+
+
+def _due(batch_id: object) -> Select[uuid.UUID]:
+    """The batch's completed runs not yet charged."""
+    return select(QuestionRun.id).where(
+        QuestionRun.batch_id == batch_id,
+        QuestionRun.status == RunStatus.COMPLETED,
+        QuestionRun.charged_at.is_(None),
+    )
+
+
+def _charge_statement() -> Select[int]:
+    """Postgres charges in one statement: a ledger row for each due run (the unique run id
+    skips one already there), every due run marked charged, and the count of rows written."""
+    now = bindparam("c_now", type_=UTCDateTime)
+    due = _due(bindparam("c_batch_id", type_=Uuid)).cte("due")
+    ledger = (
+        postgresql.insert(UsageLedgerEntry)
+        .from_select(
+            ["id", "question_run_id", "batch_id", "partner_id", "amount", "created_at"],
+            select(
+                func.gen_random_uuid(),
+                due.c.id,
+                bindparam("c_batch_id", type_=Uuid),
+                bindparam("c_partner_id", type_=Uuid),
+                bindparam("c_price", type_=Numeric(18, 6)),
+                now,
+            ),
+            include_defaults=False,
+        )
+        .on_conflict_do_nothing(index_elements=["question_run_id"])
+        .returning(UsageLedgerEntry.question_run_id)
+        .cte("charged")
+    )
+    marked = (
+        update(QuestionRun)
+        .where(QuestionRun.id.in_(select(due.c.id)))
+        .values(charged_at=now)
+        .cte("marked")
+    )
+    return select(func.count()).select_from(ledger).add_cte(marked)
+
+
+_CHARGE = _charge_statement()
+
+
+async def _charge_each(session: AsyncSession, charging: dict[str, object]) -> int:
+    """`charge_completed_runs`'s writes as three statements, for SQLite."""
+    run_ids = list(await session.scalars(_due(charging["c_batch_id"])))
+    if not run_ids:
+        return 0
+    inserted = await session.execute(
+        insert_ignoring_conflicts(session, UsageLedgerEntry, ["question_run_id"])
+        .values(
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "question_run_id": run_id,
+                    "batch_id": charging["c_batch_id"],
+                    "partner_id": charging["c_partner_id"],
+                    "amount": charging["c_price"],
+                    "created_at": charging["c_now"],
+                }
+                for run_id in run_ids
+            ]
+        )
+        .returning(UsageLedgerEntry.question_run_id)
+    )
+    charged = len(inserted.all())
+    await session.execute(
+        update(QuestionRun).where(QuestionRun.id.in_(run_ids)).values(charged_at=charging["c_now"])
+    )
+    return charged
 
 
 def money_sum(values: list[Decimal | None]) -> Decimal:

@@ -10,6 +10,7 @@ being worked on (its engine call is abandoned) before another worker may take it
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Iterable
@@ -59,6 +60,7 @@ from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequ
 from app.engines.guard import invalid_answer_reason
 from app.errors import InvalidInputError, describe_error
 from app.evaluations.billing import lock_batch, lock_partner, release_run_share
+from app.evaluations.result_statement import store_parameters, store_results_statement
 from app.evaluations.runs import RUN_KEY, in_flight
 from app.extraction import EXTRACTION_VERSION, Extraction, OrgProfile, extract
 from app.jobs import JobControl, JobInterruptedError
@@ -161,7 +163,17 @@ class MatrixRunner:
                 # A keeper per round of claims: what it holds starts with them.
                 leases = LeaseKeeper(self, self._context, self._batch_id)
                 keeper = group.create_task(leases.run())
-                lanes = [group.create_task(self._lane(engine_id)) for engine_id in engines]
+                # Every engine's first claim lands before any of its runs start, so runs that
+                # end together, whatever their engine, are stored by one write.
+                first = [
+                    group.create_task(self._claim(engine_id, self._lane_width(engine_id)))
+                    for engine_id in engines
+                ]
+                await asyncio.wait(first)
+                lanes = [
+                    group.create_task(self._lane(engine_id, claim.result()))
+                    for engine_id, claim in zip(engines, first, strict=True)
+                ]
                 await asyncio.wait(lanes)
                 keeper.cancel()
         except ExceptionGroup as errors:
@@ -178,28 +190,24 @@ class MatrixRunner:
             batch_size = 1
         return max(self._settings.run_concurrency, batch_size)
 
-    async def _lane(self, engine_id: str) -> None:
-        """Up to the lane's width of the engine's runs in flight. Free places are filled by one
-        claim of as many runs as there are places, so the lane never holds more than the
-        engine has left, and runs that end together are replaced by one statement."""
+    async def _lane(self, engine_id: str, first: list[ClaimedRun]) -> None:
+        """Up to the lane's width of the engine's runs in flight, starting with `first`, its
+        first claim. Free places are filled by one claim of as many runs as there are places,
+        so the lane never holds more than the engine has left, and runs that end together are
+        replaced by one statement."""
         width = self._lane_width(engine_id)
         running: dict[asyncio.Task[None], uuid.UUID] = {}
-        more = True
+        claimed, free = first, width
         try:
             while True:
-                free = width - len(running)
-                # Draining stops the claiming at once; what is in flight finishes or is handed
-                # back.
-                if more and free and not self._control.stopping.is_set():
-                    claimed = await self._claim(engine_id, free)
-                    # Fewer than asked: nothing more of this engine is claimable this round.
-                    more = len(claimed) == free
-                    # A claim that lands after the stop is never started: handed back at the end.
-                    if not self._control.stopping.is_set():
-                        for run in claimed:
-                            task = asyncio.create_task(self._execute(run))
-                            running[task] = run.id
-                            self._executing[run.id] = task
+                # Fewer than asked: nothing more of this engine is claimable this round.
+                more = len(claimed) == free
+                # A claim that lands after the stop is never started: handed back at the end.
+                if not self._control.stopping.is_set():
+                    for run in claimed:
+                        task = asyncio.create_task(self._execute(run))
+                        running[task] = run.id
+                        self._executing[run.id] = task
                 if not running:
                     return
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -208,6 +216,11 @@ class MatrixRunner:
                     if not task.cancelled():
                         task.result()  # a bug in _execute ends the matrix with its error
                     # Cancelled alone: its lease was lost to another worker; this lane goes on.
+                free = width - len(running)
+                # Draining stops the claiming at once; what is in flight finishes or is handed
+                # back.
+                claiming = more and not self._control.stopping.is_set()
+                claimed = await self._claim(engine_id, free) if claiming else []
         except BaseException:
             # The matrix is stopping (a drain's end, a timeout, an error): so do the engine
             # calls of the lane.
@@ -578,6 +591,10 @@ class ResultWriter:
 
     def __init__(self, context: AppContext, batch_id: uuid.UUID, worker_id: str) -> None:
         self._sessions = context.sessions
+        self._statements = context.statements
+        # Postgres writes a group in one statement (`result_statement`); SQLite in a
+        # transaction of a locking read and the writes.
+        self._postgres = context.db.dialect.name == "postgresql"
         self._batch_id = batch_id
         self._worker_id = worker_id
         self._pending: list[_Result] = []
@@ -589,6 +606,9 @@ class ResultWriter:
         """False when the run is no longer this worker's: nothing of it is written."""
         result = _Result(run_id, values, rows, asyncio.get_running_loop().create_future())
         self._pending.append(result)
+        # One pass of the event loop first: runs whose answers arrived together (the
+        # engines' first claims start together) are then all pending, and join this write.
+        await asyncio.sleep(0)
         async with self._lock:
             if not result.stored.done():
                 group, self._pending = self._pending, []
@@ -598,27 +618,7 @@ class ResultWriter:
     async def _write(self, group: list[_Result]) -> None:
         """Settles every result of the group: stored or not, or the error that stopped it."""
         try:
-            async with self._sessions() as session:
-                connection = await session.connection()
-                ours = set(
-                    await connection.scalars(
-                        _STILL_OURS,
-                        {
-                            "m_run_ids": [r.run_id for r in group],
-                            "m_worker_id": self._worker_id,
-                            "m_batch_id": self._batch_id,
-                        },
-                    )
-                )
-                stored = [r for r in group if r.run_id in ours]
-                if stored:
-                    # Core's executemany: the ORM's bulk update by primary key costs more
-                    # per row than the answer's extraction.
-                    await connection.execute(
-                        _STORE_RUN, [{"run_id": r.run_id, **r.values} for r in stored]
-                    )
-                    await insert_result_rows(session, [r.rows for r in stored if r.rows])
-                await session.commit()
+            ours = await self._store(group)
         except Exception as exc:
             for result in group:
                 result.stored.set_exception(exc)
@@ -631,6 +631,43 @@ class ResultWriter:
             raise
         for result in group:
             result.stored.set_result(result.run_id in ours)
+
+    async def _store(self, group: list[_Result]) -> set[uuid.UUID]:
+        """Writes the group's runs still this worker's; returns them."""
+        parameters = {"m_worker_id": self._worker_id, "m_batch_id": self._batch_id}
+        if self._postgres:
+            rows = [r.rows for r in group if r.rows]
+            async with self._statements() as session:
+                connection = await session.connection()
+                stored = await connection.scalars(
+                    _store_results(tuple(group[0].values)),
+                    parameters
+                    | store_parameters(
+                        connection.dialect,
+                        [{"id": r.run_id, **r.values} for r in group],
+                        mentions=[r.mention for r in rows],
+                        competitors=[row for r in rows for row in r.competitors],
+                        citations=[row for r in rows for row in r.citations],
+                    ),
+                )
+                return set(stored)
+        async with self._sessions() as session:
+            connection = await session.connection()
+            ours = set(
+                await connection.scalars(
+                    _STILL_OURS, parameters | {"m_run_ids": [r.run_id for r in group]}
+                )
+            )
+            stored_here = [r for r in group if r.run_id in ours]
+            if stored_here:
+                # Core's executemany: the ORM's bulk update by primary key costs more per row
+                # than the answer's extraction.
+                await connection.execute(
+                    _STORE_RUN, [{"run_id": r.run_id, **r.values} for r in stored_here]
+                )
+                await insert_result_rows(session, [r.rows for r in stored_here if r.rows])
+            await session.commit()
+        return ours
 
 
 class LeaseKeeper(LoopService):
@@ -785,6 +822,18 @@ _STILL_OURS = (
     .with_for_update(of=QuestionRun)
 )
 _STORE_RUN = update(table_of(QuestionRun)).where(table_of(QuestionRun).c.id == bindparam("run_id"))
+
+
+@functools.cache
+def _store_results(run_columns: tuple[str, ...]) -> Select[uuid.UUID]:
+    """Postgres's write of a group of results, for runs whose values have `run_columns`."""
+    runs = table_of(QuestionRun)
+    still_ours = and_(
+        runs.c.status == RunStatus.RUNNING,
+        runs.c.claimed_by == _WORKER,
+        _batch_is_live(_BATCH, claiming=False),
+    )
+    return store_results_statement(run_columns, still_ours)
 
 
 def _with_retries(calls: int) -> ColumnElement[int]:

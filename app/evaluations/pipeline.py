@@ -10,14 +10,28 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    JSON,
+    Insert,
+    String,
+    Update,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from app.analysis.merge import other_names
 from app.analysis.variations import load_variations
 from app.audit import record_audit
 from app.context import AppContext
 from app.db.clock import db_now
-from app.db.models import BatchStatus, EvaluationBatch, Org
+from app.db.models import AuditEvent, BatchStatus, EvaluationBatch, Org
+from app.db.types import UTCDateTime, utcnow
 from app.db.upsert import rows_affected
 from app.engines.base import BrandContext
 from app.errors import InsufficientBalanceError
@@ -111,21 +125,32 @@ async def get_or_create_batch(context: AppContext, job: EvaluateOrg) -> Fetched 
     """The API created the batch and its runs in one transaction; here it is fetched, its
     attempt counted by the same statement (None when the job's org has no such batch)."""
     uncharged, created = run_counts(job.batch_id)
+    fetch = (
+        update(EvaluationBatch)
+        .where(EvaluationBatch.id == job.batch_id, EvaluationBatch.org_id == job.org_id)
+        .values(job_attempts=EvaluationBatch.job_attempts + 1, heartbeat_at=db_now())
+    )
     async with context.statements() as session:
-        row = (
-            await session.execute(
-                update(EvaluationBatch)
-                .where(EvaluationBatch.id == job.batch_id, EvaluationBatch.org_id == job.org_id)
-                .values(job_attempts=EvaluationBatch.job_attempts + 1, heartbeat_at=db_now())
-                .returning(EvaluationBatch, uncharged, created)
-            )
-        ).first()
-        # Read apart: SQLite's RETURNING names only the updated table's columns.
-        org = await session.get_one(Org, job.org_id) if row is not None else None
+        if session.get_bind().dialect.name == "postgresql":
+            # The org comes back with the batch: UPDATE … FROM, without locking its row.
+            row = (
+                await session.execute(
+                    fetch.where(Org.id == EvaluationBatch.org_id).returning(
+                        EvaluationBatch, uncharged, created, Org
+                    )
+                )
+            ).first()
+            found = None if row is None else (*row,)
+        else:
+            alone = (
+                await session.execute(fetch.returning(EvaluationBatch, uncharged, created))
+            ).first()
+            # Read apart: SQLite's RETURNING names only the updated table's columns.
+            found = None if alone is None else (*alone, await session.get_one(Org, job.org_id))
         await session.commit()
-    if row is None or org is None:
+    if found is None:
         return None
-    batch, uncharged_count, created_count = row
+    batch, uncharged_count, created_count, org = found
     return Fetched(batch, org, still_chargeable(batch, uncharged_count, created_count))
 
 
@@ -156,16 +181,25 @@ async def check_balance(
 
 
 async def start_batch(context: AppContext, batch_id: uuid.UUID) -> None:
-    async with context.sessions() as session:
-        started = await session.execute(
-            update(EvaluationBatch)
-            .where(EvaluationBatch.id == batch_id, EvaluationBatch.status == BatchStatus.PENDING)
-            .values(
-                status=BatchStatus.RUNNING,
-                started_at=func.coalesce(EvaluationBatch.started_at, context.clock.now()),
-                heartbeat_at=db_now(),
+    # The audit trail's and the rows' own times are the wall clock's, as everywhere they are
+    # written (`record_audit`, `updated_at`); when the batch started is the injected clock's.
+    started_at, written_at = context.clock.now(), utcnow()
+    async with context.statements() as session:
+        connection = await session.connection()
+        if connection.dialect.name == "postgresql":
+            # One statement, its own transaction: the batch starts and its audit event is
+            # written together, or neither.
+            await connection.execute(
+                _START_AND_AUDIT,
+                {
+                    "s_batch_id": batch_id,
+                    "s_started_at": started_at,
+                    "s_written_at": written_at,
+                    "s_event_id": uuid.uuid4(),
+                },
             )
-        )
+            return
+        started = await session.execute(_start(batch_id, started_at, written_at))
         if rows_affected(started):
             record_audit(
                 session,
@@ -175,6 +209,66 @@ async def start_batch(context: AppContext, batch_id: uuid.UUID) -> None:
                 resource_id=batch_id,
             )
         await session.commit()
+
+
+def _start(batch_id: object, started_at: object, written_at: object) -> Update:
+    """A pending batch moves to running (its first start is kept across resumes)."""
+    return (
+        update(EvaluationBatch)
+        .where(EvaluationBatch.id == batch_id, EvaluationBatch.status == BatchStatus.PENDING)
+        .values(
+            status=BatchStatus.RUNNING,
+            started_at=func.coalesce(EvaluationBatch.started_at, started_at),
+            heartbeat_at=db_now(),
+            updated_at=written_at,
+        )
+    )
+
+
+def _start_and_audit() -> Insert:
+    """`start_batch` on Postgres: the UPDATE as a CTE whose row, if any, the audit event's
+    INSERT selects from."""
+    written_at = bindparam("s_written_at", type_=UTCDateTime)
+    started = (
+        _start(
+            bindparam("s_batch_id", type_=Uuid),
+            bindparam("s_started_at", type_=UTCDateTime),
+            written_at,
+        )
+        .returning(EvaluationBatch.id)
+        .cte("started")
+    )
+    event = select(
+        bindparam("s_event_id", type_=Uuid),
+        literal("senso"),
+        written_at,
+        literal(WORKER_ACTOR),
+        literal("batch.started"),
+        literal("batch"),
+        cast(started.c.id, String),
+        literal({}, JSON),
+    )
+    return (
+        insert(AuditEvent)
+        .from_select(
+            [
+                "id",
+                "source",
+                "occurred_at",
+                "actor",
+                "action",
+                "resource_type",
+                "resource_id",
+                "details",
+            ],
+            event,
+            include_defaults=False,
+        )
+        .add_cte(started)
+    )
+
+
+_START_AND_AUDIT = _start_and_audit()
 
 
 async def load_subject(context: AppContext, org: Org) -> Subject:

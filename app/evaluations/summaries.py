@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, delete, insert, select
+from sqlalchemy import CompoundSelect, Uuid, bindparam, delete, insert, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -206,45 +206,15 @@ def summarise(
 
 
 async def load_run_facts(session: AsyncSession, batch_id: uuid.UUID) -> list[RunFacts]:
-    rows = (
-        await session.execute(
-            select(
-                QuestionRun.id,
-                QuestionRun.question_id,
-                QuestionRun.engine_id,
-                QuestionRun.location,
-                QuestionRun.sample,
-                QuestionRun.status,
-                QuestionRun.error,
-                QuestionRun.simulated,
-                QuestionRun.model,
-                QuestionRun.surface,
-                QuestionRun.searched,
-                QuestionRun.surface_present,
-                QuestionRun.analysed,
-                QuestionRun.extraction_version,
-                RunMention.mentioned,
-                RunMention.list_position,
-                RunMention.org_cited,
-                RunMention.negated,
-                RunMention.sentiment,
-            )
-            .outerjoin(RunMention, RunMention.run_id == QuestionRun.id)
-            .where(QuestionRun.batch_id == batch_id)
-        )
-    ).all()
-    competitors = await names_by_run(
-        session,
-        select(RunCompetitor.run_id, RunCompetitor.name)
-        .join(QuestionRun, QuestionRun.id == RunCompetitor.run_id)
-        .where(QuestionRun.batch_id == batch_id),
-    )
-    domains = await names_by_run(
-        session,
-        select(RunCitation.run_id, RunCitation.domain)
-        .join(QuestionRun, QuestionRun.id == RunCitation.run_id)
-        .where(QuestionRun.batch_id == batch_id),
-    )
+    connection = await session.connection()
+    rows = (await connection.execute(_RUN_FACTS, {"f_batch_id": batch_id})).all()
+    competitors: defaultdict[uuid.UUID, set[str]] = defaultdict(set)
+    domains: defaultdict[uuid.UUID, set[str]] = defaultdict(set)
+    # Each run with a row gets an entry, even when its names are all null.
+    for is_citation, run_id, name in await connection.execute(_RUN_NAMES, {"f_batch_id": batch_id}):
+        found = (domains if is_citation else competitors)[run_id]
+        if name is not None:
+            found.add(name)
     return [
         RunFacts(
             question_id=row.question_id,
@@ -273,16 +243,42 @@ async def load_run_facts(session: AsyncSession, batch_id: uuid.UUID) -> list[Run
     ]
 
 
-async def names_by_run(
-    session: AsyncSession, query: Select[uuid.UUID, str | None]
-) -> dict[uuid.UUID, set[str]]:
-    """Each run with a row gets an entry, even when its names are all null."""
-    names: defaultdict[uuid.UUID, set[str]] = defaultdict(set)
-    for run_id, name in (await session.execute(query)).all():
-        found = names[run_id]
-        if name is not None:
-            found.add(name)
-    return names
+# `load_run_facts`'s statements, built once: a batch's runs with their mentions, and the
+# names its answers gave — competitors and cited domains in one statement.
+_FACTS_BATCH = bindparam("f_batch_id", type_=Uuid)
+_RUN_FACTS = (
+    select(
+        QuestionRun.id,
+        QuestionRun.question_id,
+        QuestionRun.engine_id,
+        QuestionRun.location,
+        QuestionRun.sample,
+        QuestionRun.status,
+        QuestionRun.error,
+        QuestionRun.simulated,
+        QuestionRun.model,
+        QuestionRun.surface,
+        QuestionRun.searched,
+        QuestionRun.surface_present,
+        QuestionRun.analysed,
+        QuestionRun.extraction_version,
+        RunMention.mentioned,
+        RunMention.list_position,
+        RunMention.org_cited,
+        RunMention.negated,
+        RunMention.sentiment,
+    )
+    .outerjoin(RunMention, RunMention.run_id == QuestionRun.id)
+    .where(QuestionRun.batch_id == _FACTS_BATCH)
+)
+_RUN_NAMES: CompoundSelect[bool, uuid.UUID, str | None] = union_all(
+    select(literal(False), RunCompetitor.run_id, RunCompetitor.name)
+    .join(QuestionRun, QuestionRun.id == RunCompetitor.run_id)
+    .where(QuestionRun.batch_id == _FACTS_BATCH),
+    select(literal(True), RunCitation.run_id, RunCitation.domain)
+    .join(QuestionRun, QuestionRun.id == RunCitation.run_id)
+    .where(QuestionRun.batch_id == _FACTS_BATCH),
+)
 
 
 async def _facts(
