@@ -584,10 +584,10 @@ class _Result:
 
 class ResultWriter:
     """Group commit of completed runs: the results of runs that complete while a write is under
-    way are written together, in one transaction, when it ends — a handful of statements for
-    many runs instead of a transaction each. Each run's rows are still committed with its
-    `completed` status, and only while the run is still this worker's: its row is locked, and
-    checked, before anything of it is written."""
+    way (or in the same pass of the event loop) are written together, in one transaction, when
+    it ends — on Postgres one statement for many runs instead of a transaction each. Each run's
+    rows are still committed with its `completed` status, and only while the run is still this
+    worker's: its row is locked, and checked, before anything of it is written."""
 
     def __init__(self, context: AppContext, batch_id: uuid.UUID, worker_id: str) -> None:
         self._sessions = context.sessions
