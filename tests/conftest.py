@@ -3,6 +3,7 @@ server on a free loopback port, and the API served over HTTP by uvicorn."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -195,15 +196,24 @@ async def context(settings: Settings, clock: OffsetClock) -> AsyncIterator[AppCo
         yield context
 
 
-@pytest.fixture
-async def api(settings: Settings, context: AppContext) -> AsyncIterator[httpx.AsyncClient]:
-    """An operator's client of the real API served over loopback HTTP."""
+@contextlib.asynccontextmanager
+async def operator_client(
+    settings: Settings, context: AppContext
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An operator's client of the real API, served over loopback HTTP with `context`."""
     async with (
         serve_api(settings, context) as base_url,
         httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
         ) as client,
     ):
+        yield client
+
+
+@pytest.fixture
+async def api(settings: Settings, context: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+    """An operator's client of the real API served over loopback HTTP."""
+    async with operator_client(settings, context) as client:
         yield client
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 
@@ -25,27 +24,36 @@ from app.db.models import (
     RunStatus,
 )
 from app.evaluations.matrix import ResultRows, ResultWriter
-from devtools.embedded import serve_api
-from tests.conftest import API_TOKEN, make_settings
+from tests.conftest import make_settings, operator_client
 from tests.factories import create_org, create_partner, trigger
 
 COMPLETED_AT = datetime(2026, 12, 7, 8, 30, 15, 123456, tzinfo=UTC)
 
 
-@asynccontextmanager
-async def _service(
-    dialect: str, postgres_url: str, sqlite_url: str, queue_url: str, sqs_endpoint: str
-) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
-    url = postgres_url if dialect == "postgres" else sqlite_url
+@dataclass(frozen=True, slots=True)
+class Triggered:
+    context: AppContext
+    batch_id: uuid.UUID
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def triggered(
+    request: pytest.FixtureRequest,
+    postgres_url: str,
+    sqlite_url: str,
+    queue_url: str,
+    sqs_endpoint: str,
+) -> AsyncIterator[Triggered]:
+    """A batch triggered through the API, on Postgres and on SQLite."""
+    url = postgres_url if request.param == "postgres" else sqlite_url
     settings = make_settings(url, queue_url, sqs_endpoint, redis_url=None)
     async with (
         AppContext.create(settings) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}
-        ) as api,
+        operator_client(settings, context) as api,
     ):
-        yield context, api
+        partner_id = await create_partner(api, balance="10.00")
+        setup = await create_org(api, partner_id)
+        yield Triggered(context, uuid.UUID(await trigger(api, setup.org_id)))
 
 
 async def _claimed_runs(
@@ -139,102 +147,86 @@ def _rows(run_id: uuid.UUID) -> ResultRows:
     )
 
 
-@pytest.mark.parametrize("dialect", ["postgres", "sqlite"])
 async def test_a_group_stores_only_the_runs_still_the_writers_with_their_exact_values(
-    dialect: str, postgres_url: str, sqlite_url: str, queue_url: str, sqs_endpoint: str
+    triggered: Triggered,
 ) -> None:
-    async with _service(dialect, postgres_url, sqlite_url, queue_url, sqs_endpoint) as (
-        context,
-        api,
-    ):
-        partner_id = await create_partner(api, balance="10.00")
-        setup = await create_org(api, partner_id)
-        batch_id = uuid.UUID(await trigger(api, setup.org_id))
-        mine, also_mine, taken = await _claimed_runs(
-            context, batch_id, ["worker-a", "worker-a", "worker-b"]
-        )
-        writer = ResultWriter(context, batch_id, "worker-a")
+    context, batch_id = triggered.context, triggered.batch_id
+    mine, also_mine, taken = await _claimed_runs(
+        context, batch_id, ["worker-a", "worker-a", "worker-b"]
+    )
+    writer = ResultWriter(context, batch_id, "worker-a")
 
-        stored = await asyncio.gather(
-            writer.store(mine, _values(0), _rows(mine)),
-            writer.store(also_mine, _values(1), None),
-            writer.store(taken, _values(2), _rows(taken)),
-        )
+    stored = await asyncio.gather(
+        writer.store(mine, _values(0), _rows(mine)),
+        writer.store(also_mine, _values(1), None),
+        writer.store(taken, _values(2), _rows(taken)),
+    )
 
-        assert list(stored) == [True, True, False]
-        async with context.sessions() as session:
-            runs = {
-                run.id: run
-                for run in await session.scalars(
-                    select(QuestionRun).where(QuestionRun.id.in_([mine, also_mine, taken]))
-                )
-            }
-            mentions = list(await session.scalars(select(RunMention)))
-            competitors = list(
-                await session.scalars(select(RunCompetitor).order_by(RunCompetitor.name))
+    assert list(stored) == [True, True, False]
+    async with context.sessions() as session:
+        runs = {
+            run.id: run
+            for run in await session.scalars(
+                select(QuestionRun).where(QuestionRun.id.in_([mine, also_mine, taken]))
             )
-            citations = list(await session.scalars(select(RunCitation)))
-        for run_id, n in ((mine, 0), (also_mine, 1)):
-            run, values = runs[run_id], _values(n)
-            assert run.status == RunStatus.COMPLETED
-            assert run.answer_text == values["answer_text"]
-            assert run.raw_response == values["raw_response"]
-            assert run.cost == Decimal("0.001234")
-            assert run.completed_at == COMPLETED_AT
-            assert run.search_queries == values["search_queries"]
-            assert (run.input_tokens, run.output_tokens, run.attempts) == (10 + n, None, 2)
-            assert (run.analysed, run.searched, run.extraction_version) == (True, None, 3)
-            assert run.lease_expires_at is None
-            assert run.error is None
-        assert runs[taken].status == RunStatus.RUNNING
-        assert runs[taken].answer_text is None
-
-        # Rows only for the run still the writer's that had any.
-        assert [m.run_id for m in mentions] == [mine]
-        mention = mentions[0]
-        assert (mention.mention_count, mention.first_position, mention.list_position) == (
-            2,
-            7,
-            None,
+        }
+        mentions = list(await session.scalars(select(RunMention)))
+        competitors = list(
+            await session.scalars(select(RunCompetitor).order_by(RunCompetitor.name))
         )
-        assert (mention.snippet, mention.sentiment) == ("Acme leads — «quoted»", "positive")
-        assert [(c.run_id, c.name, c.list_position) for c in competitors] == [
-            (mine, "Globex", 1),
-            (mine, "Initech", 2),
-        ]
-        assert [(c.run_id, c.url, c.title, c.is_org_domain) for c in citations] == [
-            (mine, "https://example.com/a?b=c&d=é", None, True)
-        ]
-        assert len({m.id for m in mentions} | {c.id for c in competitors}) == 3
+        citations = list(await session.scalars(select(RunCitation)))
+    for run_id, n in ((mine, 0), (also_mine, 1)):
+        run, values = runs[run_id], _values(n)
+        assert run.status == RunStatus.COMPLETED
+        assert run.answer_text == values["answer_text"]
+        assert run.raw_response == values["raw_response"]
+        assert run.cost == Decimal("0.001234")
+        assert run.completed_at == COMPLETED_AT
+        assert run.search_queries == values["search_queries"]
+        assert (run.input_tokens, run.output_tokens, run.attempts) == (10 + n, None, 2)
+        assert (run.analysed, run.searched, run.extraction_version) == (True, None, 3)
+        assert run.lease_expires_at is None
+        assert run.error is None
+    assert runs[taken].status == RunStatus.RUNNING
+    assert runs[taken].answer_text is None
+
+    # Rows only for the run still the writer's that had any.
+    assert [m.run_id for m in mentions] == [mine]
+    mention = mentions[0]
+    assert (mention.mention_count, mention.first_position, mention.list_position) == (
+        2,
+        7,
+        None,
+    )
+    assert (mention.snippet, mention.sentiment) == ("Acme leads — «quoted»", "positive")
+    assert [(c.run_id, c.name, c.list_position) for c in competitors] == [
+        (mine, "Globex", 1),
+        (mine, "Initech", 2),
+    ]
+    assert [(c.run_id, c.url, c.title, c.is_org_domain) for c in citations] == [
+        (mine, "https://example.com/a?b=c&d=é", None, True)
+    ]
+    assert len({m.id for m in mentions} | {c.id for c in competitors}) == 3
 
 
-@pytest.mark.parametrize("dialect", ["postgres", "sqlite"])
-async def test_nothing_is_stored_once_the_batch_no_longer_runs(
-    dialect: str, postgres_url: str, sqlite_url: str, queue_url: str, sqs_endpoint: str
-) -> None:
-    async with _service(dialect, postgres_url, sqlite_url, queue_url, sqs_endpoint) as (
-        context,
-        api,
-    ):
-        partner_id = await create_partner(api, balance="10.00")
-        setup = await create_org(api, partner_id)
-        batch_id = uuid.UUID(await trigger(api, setup.org_id))
-        (run_id,) = await _claimed_runs(context, batch_id, ["worker-a"])
-        async with context.sessions() as session:
-            await session.execute(
-                update(EvaluationBatch)
-                .where(EvaluationBatch.id == batch_id)
-                .values(status=BatchStatus.FAILED)
-            )
-            await session.commit()
-
-        stored = await ResultWriter(context, batch_id, "worker-a").store(
-            run_id, _values(0), _rows(run_id)
+async def test_nothing_is_stored_once_the_batch_no_longer_runs(triggered: Triggered) -> None:
+    context, batch_id = triggered.context, triggered.batch_id
+    (run_id,) = await _claimed_runs(context, batch_id, ["worker-a"])
+    async with context.sessions() as session:
+        await session.execute(
+            update(EvaluationBatch)
+            .where(EvaluationBatch.id == batch_id)
+            .values(status=BatchStatus.FAILED)
         )
+        await session.commit()
 
-        assert stored is False
-        async with context.sessions() as session:
-            assert await session.scalar(
-                select(QuestionRun.status).where(QuestionRun.id == run_id)
-            ) == (RunStatus.RUNNING)
-            assert list(await session.scalars(select(RunMention.id))) == []
+    stored = await ResultWriter(context, batch_id, "worker-a").store(
+        run_id, _values(0), _rows(run_id)
+    )
+
+    assert stored is False
+    async with context.sessions() as session:
+        assert await session.scalar(select(QuestionRun.status).where(QuestionRun.id == run_id)) == (
+            RunStatus.RUNNING
+        )
+        assert list(await session.scalars(select(RunMention.id))) == []
