@@ -238,6 +238,16 @@ async def scenario(quick: bool) -> None:
         f"most Postgres connections at once: {one.connections} with one worker process, "
         f"{several.connections} with {many} (this process's API holds some of them)",
     ]
+    if one.polls:
+        figures.append(
+            Figure(
+                "GET /batches/{id} p99 during the 1-process drain",
+                _p99(one.polls) * 1000,
+                "ms",
+                _p99(one.idle) * 1000,
+                "p99 idle, before it",
+            )
+        )
     if several.polls:
         figures.append(
             Figure(
