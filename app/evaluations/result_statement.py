@@ -36,27 +36,16 @@ from sqlalchemy.types import TypeDecorator
 
 from app.db.models import QuestionRun, RunCitation, RunCompetitor, RunMention, table_of
 
-# The columns of a result's rows (`ResultRows`), inserted beside a new id.
-_MENTION_COLUMNS = (
-    "run_id",
-    "mentioned",
-    "mention_count",
-    "first_position",
-    "list_position",
-    "snippet",
-    "org_cited",
-    "sentiment",
-    "negated",
-)
-_COMPETITOR_COLUMNS = (
-    "run_id",
-    "name",
-    "mention_count",
-    "list_position",
-    "first_position",
-    "source",
-)
-_CITATION_COLUMNS = ("run_id", "url", "domain", "title", "rank", "source", "is_org_domain")
+
+def _row_columns(model: type[Any]) -> tuple[str, ...]:
+    """A result row's columns (`ResultRows`): all but the id, which is made here. A column the
+    rows do not carry fails their document loudly instead of being left out."""
+    return tuple(c.name for c in table_of(model).c if c.name != "id")
+
+
+_MENTION_COLUMNS = _row_columns(RunMention)
+_COMPETITOR_COLUMNS = _row_columns(RunCompetitor)
+_CITATION_COLUMNS = _row_columns(RunCitation)
 
 
 def store_results_statement(
