@@ -122,8 +122,10 @@ def bench_settings(database_url: str, **overrides: Any) -> Settings:
         "analysis_provider": "simulated",
         "log_level": "WARNING",
         "sqs_wait_seconds": 1,
-        # The bench sets up its orgs as fast as the API answers.
+        # The bench sets up its orgs, and polls `/healthz` for a control, as fast as the API
+        # answers.
         "rate_limit_requests": UNLIMITED,
+        "rate_limit_anonymous_requests": UNLIMITED,
         **limits,
         **overrides,
     }

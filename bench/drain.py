@@ -55,6 +55,10 @@ class Drain:
     seconds: float
     idle: list[float]  # seconds, GET /batches/{id} before the drain
     polls: list[float]  # and during it
+    # GET /healthz, which does nothing, before and during the drain: how long the machine itself
+    # keeps a request waiting.
+    idle_health: list[float]
+    health: list[float]
     double_charged: int
     unfinished: int
     connections: int  # the most Postgres connections to the database seen during the drain
@@ -158,15 +162,17 @@ async def _timed_drain(
     workers: int,
     limit: float,
 ) -> Drain:
-    idle = []
+    idle: list[float] = []
+    idle_health: list[float] = []
     # The first requests warm the API's caches and prepared statements up: not counted.
     for _ in range(WARM_UP):
-        (await api.get(f"/batches/{polled}")).raise_for_status()
+        await _timed_get(api, f"/batches/{polled}", [])
+        await _timed_get(api, "/healthz", [])
     for _ in range(POLL_SAMPLES):
-        began = time.perf_counter()
-        (await api.get(f"/batches/{polled}")).raise_for_status()
-        idle.append(time.perf_counter() - began)
+        await _timed_get(api, f"/batches/{polled}", idle)
+        await _timed_get(api, "/healthz", idle_health)
     polls: list[float] = []
+    health: list[float] = []
     connections = 0
     started = time.monotonic()
     async with worker_processes(settings, workers):
@@ -183,9 +189,8 @@ async def _timed_drain(
             )
             if left == 0:
                 break
-            began = time.perf_counter()
-            (await api.get(f"/batches/{polled}")).raise_for_status()
-            polls.append(time.perf_counter() - began)
+            await _timed_get(api, f"/batches/{polled}", polls)
+            await _timed_get(api, "/healthz", health)
             await asyncio.sleep(0.05)
         seconds = time.monotonic() - started
     runs, first, last = await database.fetchrow(
@@ -202,7 +207,13 @@ async def _timed_drain(
     unfinished = await database.fetchval(
         "SELECT count(*) FROM evaluation_batches WHERE status <> 'completed'"
     )
-    return Drain(runs, seconds, idle, polls, double, unfinished, connections)
+    return Drain(runs, seconds, idle, polls, idle_health, health, double, unfinished, connections)
+
+
+async def _timed_get(api: httpx.AsyncClient, path: str, into: list[float]) -> None:
+    began = time.perf_counter()
+    (await api.get(path)).raise_for_status()
+    into.append(time.perf_counter() - began)
 
 
 def _p99(values: list[float]) -> float:
@@ -257,6 +268,16 @@ async def scenario(quick: bool) -> None:
                 _p99(several.idle) * 1000,
                 "p99 idle, before it",
                 "≤ ×2",
+            )
+        )
+    if several.health:
+        figures.append(
+            Figure(
+                f"GET /healthz p99 during the {many}-process drain",
+                _p99(several.health) * 1000,
+                "ms",
+                _p99(several.idle_health) * 1000,
+                "p99 idle, before it",
             )
         )
     report("drain: a backlog of 4-run batches, worker processes", figures, notes)
