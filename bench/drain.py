@@ -220,6 +220,14 @@ def _p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
 
 
+def _p99_figure(name: str, during: list[float], idle: list[float], goal: str = "") -> list[Figure]:
+    """The p99 of requests during a drain against the same requests' before it, in ms (none
+    when the drain ended before the first poll)."""
+    if not during:
+        return []
+    return [Figure(name, _p99(during) * 1000, "ms", _p99(idle) * 1000, "p99 idle, before it", goal)]
+
+
 async def scenario(quick: bool) -> None:
     # As deep a queue for both: moto reads every message of a queue for each call, so a deeper
     # backlog is slower to drain through it (1,000 orgs, issue 13's backlog, drained at about
@@ -249,35 +257,18 @@ async def scenario(quick: bool) -> None:
         f"most Postgres connections at once: {one.connections} with one worker process, "
         f"{several.connections} with {many} (this process's API holds some of them)",
     ]
-    if one.polls:
-        figures.append(
-            Figure(
-                "GET /batches/{id} p99 during the 1-process drain",
-                _p99(one.polls) * 1000,
-                "ms",
-                _p99(one.idle) * 1000,
-                "p99 idle, before it",
-            )
-        )
-    if several.polls:
-        figures.append(
-            Figure(
-                f"GET /batches/{{id}} p99 during the {many}-process drain",
-                _p99(several.polls) * 1000,
-                "ms",
-                _p99(several.idle) * 1000,
-                "p99 idle, before it",
-                "≤ ×2",
-            )
-        )
-    if several.health:
-        figures.append(
-            Figure(
-                f"GET /healthz p99 during the {many}-process drain",
-                _p99(several.health) * 1000,
-                "ms",
-                _p99(several.idle_health) * 1000,
-                "p99 idle, before it",
-            )
-        )
+    figures += [
+        *_p99_figure("GET /batches/{id} p99 during the 1-process drain", one.polls, one.idle),
+        *_p99_figure(
+            f"GET /batches/{{id}} p99 during the {many}-process drain",
+            several.polls,
+            several.idle,
+            "≤ ×2",
+        ),
+        *_p99_figure(
+            f"GET /healthz p99 during the {many}-process drain",
+            several.health,
+            several.idle_health,
+        ),
+    ]
     report("drain: a backlog of 4-run batches, worker processes", figures, notes)
