@@ -26,7 +26,7 @@ from app.db.migrate import upgrade
 from app.db.models import Base, Org, OrgEngine, OrgLocation, OrgQuestion, Partner
 from app.metrics import DATABASE_PINGS
 from app.settings import Settings
-from devtools.embedded import moto_server_process, serve_api
+from devtools.embedded import serve_api
 from devtools.emulator.config import PROVIDERS
 
 # The machine's Postgres (trust auth on loopback); each scenario makes and drops its own
@@ -72,20 +72,6 @@ def report(scenario: str, figures: list[Figure], notes: list[str] | None = None)
         print(figure.line(), flush=True)
     for note in notes or []:
         print(f"  {note}", flush=True)
-
-
-@contextlib.contextmanager
-def moto_sqs_process() -> Iterator[str]:
-    """moto's SQS server as a process of its own; yields its endpoint.
-
-    Where the API's or `enqueue_all`'s own time is measured, moto in this process would take
-    the interpreter lock from them on every call: on its own it runs on the other core, as SQS
-    is another host, and its cost stays out of ours."""
-    # The clients of this process sign with these too; moto accepts any.
-    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(variable, "embedded")
-    with moto_server_process() as endpoint:
-        yield endpoint
 
 
 @contextlib.asynccontextmanager

@@ -35,11 +35,11 @@ from bench.common import (
     Matrix,
     api_client,
     bench_settings,
-    moto_sqs_process,
     report,
     scratch_database,
     seed_orgs,
 )
+from devtools.embedded import moto_sqs_process
 
 MATRIX = Matrix(questions=1, engines=("openai", "anthropic"), locations=("US", "GB"))
 REPO_ROOT = Path(__file__).resolve().parents[1]

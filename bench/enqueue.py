@@ -34,11 +34,11 @@ from bench.common import (
     Figure,
     Matrix,
     bench_settings,
-    moto_sqs_process,
     report,
     scratch_database,
     seed_orgs,
 )
+from devtools.embedded import moto_sqs_process
 
 MATRIX = Matrix(questions=5, engines=("openai", "anthropic"), locations=("US", "GB"))
 CAP = 20.0  # jobs per second, for the cap's check

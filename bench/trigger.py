@@ -27,12 +27,11 @@ from bench.common import (
     Figure,
     Matrix,
     bench_settings,
-    moto_sqs_process,
     report,
     scratch_database,
     seed_orgs,
 )
-from devtools.embedded import serve_api
+from devtools.embedded import moto_sqs_process, serve_api
 
 MATRIX = Matrix(questions=5, engines=("openai", "anthropic"), locations=("US", "GB"))
 CONNECTIONS = (1, 16)

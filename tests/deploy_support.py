@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -154,13 +153,6 @@ def run_script(name: str, env: dict[str, str], *args: str, timeout: float = 120)
     )
     calls = calls_file.read_text().splitlines()
     return Ran(completed.returncode, completed.stdout, completed.stderr, calls)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

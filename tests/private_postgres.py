@@ -38,7 +38,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -48,6 +47,8 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import asyncpg
+
+from devtools.embedded import free_port
 
 StopMode = Literal["fast", "immediate"]
 
@@ -74,13 +75,6 @@ def _find_bin_dir() -> Path:
     if on_path:
         return Path(on_path).parent
     raise PrivatePostgresError("no PostgreSQL binaries found; set TEST_POSTGRES_BIN")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -338,7 +332,7 @@ class PrivatePostgres:
                 "--no-instructions",
             ]
         )
-        self._port = _free_port()
+        self._port = free_port()
         # Appending and overwriting keep the files' owner, so root may edit them in place.
         (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         settings = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -15,6 +14,7 @@ from app.engines.anthropic import AnthropicEngine
 from app.engines.base import BrandContext, EngineCitation, EngineError, EngineRequest
 from app.engines.ratelimit import LocalRateLimiter
 from app.settings import Settings
+from devtools.embedded import free_port
 from devtools.emulator.answers import count_tokens
 from devtools.emulator.config import (
     EmulatorConfig,
@@ -200,9 +200,7 @@ async def test_a_rejected_key_is_not_retried(emulator: EmulatorServer) -> None:
 async def test_an_unreachable_provider_is_a_retryable_connection_error(
     emulator: EmulatorServer,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+    closed_port = free_port()
     settings = engine_settings(emulator, anthropic_base_url=f"http://127.0.0.1:{closed_port}")
     async with anthropic_engine(settings) as engine:
         with pytest.raises(EngineError) as raised:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import uuid
 from datetime import timedelta
 
@@ -22,6 +21,7 @@ from app.context import AppContext
 from app.db.models import AuditEvent
 from app.queue.provision import create_queue_with_dlq
 from app.settings import Settings
+from devtools.embedded import free_port
 from tests.clock import OffsetClock
 from tests.conftest import make_settings
 from tests.factories import create_org, create_partner, expect
@@ -138,13 +138,6 @@ async def test_business_gauges_are_computed_once_per_window(
     assert sample(fresh["senso_queue_messages"], state="visible") == 1
     assert sample(fresh["senso_queue_oldest_job_age_seconds"]) >= 0
     assert sample(fresh["senso_business_metrics_computed_at_seconds"]) > computed_at
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.xdist_group("processes")

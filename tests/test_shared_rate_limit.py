@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ from sqlalchemy import func, select
 from app.context import AppContext
 from app.db.models import QuestionRun, RunStatus
 from app.settings import Settings
+from devtools.embedded import free_port
 from devtools.emulator.config import EmulatorConfig, RateLimitRule
 from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from tests.conftest import REDIS_URL, make_settings
@@ -47,9 +47,7 @@ RUNS = ORGS * QUESTIONS * len(LOCATIONS)
 
 @pytest.fixture
 async def emulator_url() -> AsyncIterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
