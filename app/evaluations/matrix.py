@@ -165,14 +165,15 @@ class MatrixRunner:
                 keeper = group.create_task(leases.run())
                 # Every engine's first claim lands before any of its runs start, so runs that
                 # end together, whatever their engine, are stored by one write.
+                widths = {engine_id: self._lane_width(engine_id) for engine_id in engines}
                 first = [
-                    group.create_task(self._claim(engine_id, self._lane_width(engine_id)))
-                    for engine_id in engines
+                    group.create_task(self._claim(engine_id, width))
+                    for engine_id, width in widths.items()
                 ]
                 await asyncio.wait(first)
                 lanes = [
-                    group.create_task(self._lane(engine_id, claim.result()))
-                    for engine_id, claim in zip(engines, first, strict=True)
+                    group.create_task(self._lane(engine_id, width, claim.result()))
+                    for (engine_id, width), claim in zip(widths.items(), first, strict=True)
                 ]
                 await asyncio.wait(lanes)
                 keeper.cancel()
@@ -190,12 +191,11 @@ class MatrixRunner:
             batch_size = 1
         return max(self._settings.run_concurrency, batch_size)
 
-    async def _lane(self, engine_id: str, first: list[ClaimedRun]) -> None:
-        """Up to the lane's width of the engine's runs in flight, starting with `first`, its
-        first claim. Free places are filled by one claim of as many runs as there are places,
-        so the lane never holds more than the engine has left, and runs that end together are
-        replaced by one statement."""
-        width = self._lane_width(engine_id)
+    async def _lane(self, engine_id: str, width: int, first: list[ClaimedRun]) -> None:
+        """Up to `width` (`_lane_width`) of the engine's runs in flight, starting with `first`,
+        its first claim. Free places are filled by one claim of as many runs as there are
+        places, so the lane never holds more than the engine has left, and runs that end
+        together are replaced by one statement."""
         running: dict[asyncio.Task[None], uuid.UUID] = {}
         claimed, free = first, width
         try:
@@ -735,16 +735,20 @@ def _batch_is_live(batch_id: object, *, claiming: bool) -> Exists:
     return select(EvaluationBatch.id).where(*conditions).exists()
 
 
-def _still_ours(
-    run_ids: list[uuid.UUID] | BindParameter[Any], worker_id: object, batch_id: object
-) -> ColumnElement[bool]:
-    """The runs this worker still holds, while their batch runs (values or bound parameters)."""
+def _held(worker_id: object, batch_id: object) -> ColumnElement[bool]:
+    """A run this worker still holds, while its batch runs (values or bound parameters)."""
     return and_(
-        QuestionRun.id.in_(run_ids),
         QuestionRun.status == RunStatus.RUNNING,
         QuestionRun.claimed_by == worker_id,
         _batch_is_live(batch_id, claiming=False),
     )
+
+
+def _still_ours(
+    run_ids: list[uuid.UUID] | BindParameter[Any], worker_id: object, batch_id: object
+) -> ColumnElement[bool]:
+    """Those of `run_ids` this worker still holds (`_held`)."""
+    return and_(QuestionRun.id.in_(run_ids), _held(worker_id, batch_id))
 
 
 # The statements the matrix runs over and over, built once with bound parameters (`m_…`):
@@ -827,13 +831,7 @@ _STORE_RUN = update(table_of(QuestionRun)).where(table_of(QuestionRun).c.id == b
 @functools.cache
 def _store_results(run_columns: tuple[str, ...]) -> Select[uuid.UUID]:
     """Postgres's write of a group of results, for runs whose values have `run_columns`."""
-    runs = table_of(QuestionRun)
-    still_ours = and_(
-        runs.c.status == RunStatus.RUNNING,
-        runs.c.claimed_by == _WORKER,
-        _batch_is_live(_BATCH, claiming=False),
-    )
-    return store_results_statement(run_columns, still_ours)
+    return store_results_statement(run_columns, _held(_WORKER, _BATCH))
 
 
 def _with_retries(calls: int) -> ColumnElement[int]:
