@@ -25,12 +25,12 @@ from app.db.migrate import alembic_config, upgrade
 from app.db.models import Org, OrgNameVariation, QuestionRun
 from app.db.session import create_engine
 from app.settings import Settings
-from devtools.embedded import run_worker_task, serve_api
+from devtools.embedded import run_worker_task
 from devtools.emulator.config import EmulatorConfig, Fault, ScriptedAnswer
 from devtools.emulator.server import EmulatorServer
 from devtools.emulator.wiring import EMULATOR_KEYS, emulated_engine_settings
 from tests.clock import OffsetClock
-from tests.conftest import API_TOKEN, make_settings
+from tests.conftest import make_settings, operator_client
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 
 RUNS = 12  # 3 questions × 2 engines × 2 locations
@@ -58,10 +58,7 @@ async def service(
 ) -> AsyncIterator[tuple[AppContext, httpx.AsyncClient]]:
     async with (
         AppContext.create(settings, clock) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
-        ) as api,
+        operator_client(settings, context) as api,
     ):
         yield context, api
 

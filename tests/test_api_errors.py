@@ -19,8 +19,7 @@ from pydantic import SecretStr
 
 from app.context import AppContext
 from app.settings import Settings
-from devtools.embedded import serve_api
-from tests.conftest import API_TOKEN, make_settings
+from tests.conftest import API_TOKEN, make_settings, operator_client
 from tests.factories import OrgSetup, create_org, create_partner, expect
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -55,8 +54,7 @@ async def other_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A second API server (with its own clients) on other settings."""
     async with (
         AppContext.create(settings) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=30) as client,
+        operator_client(settings, context) as client,
     ):
         yield client
 

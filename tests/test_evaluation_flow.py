@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from app.context import AppContext
 from app.db.models import OrgEngine
 from app.settings import Settings
-from devtools.embedded import run_worker_task, serve_api
-from tests.conftest import API_TOKEN, make_settings
+from devtools.embedded import run_worker_task
+from tests.conftest import make_settings, operator_client
 from tests.db_checks import audit_actions, balance, run_stats
 from tests.factories import create_org, create_partner, expect, wait_for_batch
 
@@ -132,10 +132,7 @@ async def test_end_to_end_on_embedded_sqlite(
     settings = make_settings(sqlite_url, queue_url, sqs_endpoint, redis_url=None)
     async with (
         AppContext.create(settings) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}
-        ) as api,
+        operator_client(settings, context) as api,
     ):
         await _full_flow(api, context)
 

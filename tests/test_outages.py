@@ -20,13 +20,12 @@ from app.context import AppContext
 from app.db.models import QuestionRun
 from app.queue.messages import EvaluateOrg
 from app.settings import Settings
-from devtools.embedded import serve_api
 from devtools.emulator.config import EmulatorConfig
 from devtools.emulator.routing import CLIENT_WENT_AWAY
 from devtools.emulator.server import EmulatorServer
 from devtools.emulator.wiring import emulated_engine_settings
 from tests.clock import ManualClock, OffsetClock
-from tests.conftest import API_TOKEN, make_settings
+from tests.conftest import make_settings, operator_client
 from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
 from tests.private_postgres import PrivatePostgres
 from tests.servers import silent_server
@@ -56,10 +55,7 @@ DB_DEADLINE = 5.0
 async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         AppContext.create(settings) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
-        ) as client,
+        operator_client(settings, context) as client,
     ):
         yield client
 

@@ -37,9 +37,9 @@ from app.db.models import (
 from app.evaluations.pipeline import mark_batch_failed
 from app.settings import Settings
 from app.webhooks.outbox import dispatch_outbox, emit_event, stable_event_id
-from devtools.embedded import run_worker_task, serve_api
+from devtools.embedded import run_worker_task
 from tests.clock import OffsetClock
-from tests.conftest import API_TOKEN, make_settings
+from tests.conftest import make_settings, operator_client
 from tests.db_checks import audit_actions
 from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
 from tests.servers import silent_server
@@ -135,10 +135,7 @@ async def test_a_completed_batch_is_delivered_on_embedded_sqlite(
     settings = webhook_settings(sqlite_url, queue_url, sqs_endpoint, redis_url=None)
     async with (
         AppContext.create(settings) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
-        ) as api,
+        operator_client(settings, context) as api,
     ):
         await _completed_batch_flow(api, context, hooks)
 
@@ -279,10 +276,7 @@ async def test_retries_used_up_mark_the_endpoint_failing_until_a_redelivery_succ
     hooks.default = 500
     async with (
         AppContext.create(settings, clock) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
-        ) as api,
+        operator_client(settings, context) as api,
     ):
         partner_id = await create_partner(api)
         endpoint = await register(api, partner_id, hooks.url, ["metric.changed"])

@@ -19,8 +19,7 @@ from app.settings import Settings
 from app.webhooks.sender import WebhookSender
 from app.webhooks.signing import new_secret, signature
 from app.webhooks.urls import UnsafeUrlError, check_url, refusal, system_resolver
-from devtools.embedded import serve_api
-from tests.conftest import API_TOKEN, make_settings
+from tests.conftest import make_settings, operator_client
 from tests.db_checks import audit_actions
 from tests.factories import create_partner, expect
 from tests.test_api_management import partner_client
@@ -191,10 +190,7 @@ async def test_the_insecure_setting_allows_http_and_loopback_only(
     )
     async with (
         AppContext.create(settings) as context,
-        serve_api(settings, context) as base_url,
-        httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
-        ) as api,
+        operator_client(settings, context) as api,
     ):
         partner_id = await create_partner(api)
         for url in ("http://127.0.0.1:9/hooks", "http://localhost/hooks", "http://[::1]/x"):
