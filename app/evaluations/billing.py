@@ -150,16 +150,16 @@ async def charge_completed_runs(
     The ledger's unique run id is the final guard against charging a run twice.
     """
     price = batch.price_per_run
-    charging = {
-        "c_batch_id": batch.id,
-        "c_partner_id": partner.id,
-        "c_price": price,
-        "c_now": now,
-    }
     if session.get_bind().dialect.name == "postgresql":
+        charging = {
+            "c_batch_id": batch.id,
+            "c_partner_id": partner.id,
+            "c_price": price,
+            "c_now": now,
+        }
         charged = int(await session.scalar(_CHARGE, charging) or 0)
     else:
-        charged = await _charge_each(session, charging)
+        charged = await _charge_each(session, batch, partner.id, now)
     amount = price * charged
     # The reservation covered these runs: the money leaves the balance and the reservation
     # together, so what is available does not change.
@@ -221,9 +221,11 @@ def _charge_statement() -> Select[int]:
 _CHARGE = _charge_statement()
 
 
-async def _charge_each(session: AsyncSession, charging: dict[str, object]) -> int:
+async def _charge_each(
+    session: AsyncSession, batch: EvaluationBatch, partner_id: uuid.UUID, now: datetime
+) -> int:
     """`charge_completed_runs`'s writes as three statements, for SQLite."""
-    run_ids = list(await session.scalars(_due(charging["c_batch_id"])))
+    run_ids = list(await session.scalars(_due(batch.id)))
     if not run_ids:
         return 0
     inserted = await session.execute(
@@ -233,10 +235,10 @@ async def _charge_each(session: AsyncSession, charging: dict[str, object]) -> in
                 {
                     "id": uuid.uuid4(),
                     "question_run_id": run_id,
-                    "batch_id": charging["c_batch_id"],
-                    "partner_id": charging["c_partner_id"],
-                    "amount": charging["c_price"],
-                    "created_at": charging["c_now"],
+                    "batch_id": batch.id,
+                    "partner_id": partner_id,
+                    "amount": batch.price_per_run,
+                    "created_at": now,
                 }
                 for run_id in run_ids
             ]
@@ -245,7 +247,7 @@ async def _charge_each(session: AsyncSession, charging: dict[str, object]) -> in
     )
     charged = len(inserted.all())
     await session.execute(
-        update(QuestionRun).where(QuestionRun.id.in_(run_ids)).values(charged_at=charging["c_now"])
+        update(QuestionRun).where(QuestionRun.id.in_(run_ids)).values(charged_at=now)
     )
     return charged
 
