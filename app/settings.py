@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # Worker runtime
     worker_concurrency: int = Field(default=4, ge=1)
     worker_drain_seconds: float = Field(default=90.0, ge=0)
+    # `senso worker` lowers its own CPU priority to this Linux nice value at start: a backlog is
+    # throughput work, and on a host it shares with the API the API's requests go first. (In an
+    # ECS task each container has a CPU share of its own; there this changes nothing.)
+    worker_nice: int = Field(default=19, ge=0, le=19)
     job_max_attempts: int = Field(default=5, ge=1)
     job_timeout_seconds: float = Field(default=3600.0, gt=0)
     job_max_redrives: int = Field(default=10, ge=1)

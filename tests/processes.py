@@ -61,6 +61,9 @@ def worker_environment(settings: Settings, **overrides: str) -> dict[str, str]:
             "LOG_JSON": "true",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # At the suite's own priority: a test waits on it while the suite's other process
+            # keeps a core busy.
+            "WORKER_NICE": "0",
         }
     )
     env.update(overrides)

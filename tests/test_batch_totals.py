@@ -69,6 +69,19 @@ async def test_an_ended_batch_is_read_from_the_totals_kept_when_it_ended(
     with statements(context) as seen:
         read = expect(await api.get(f"/batches/{batch_id}"), 200)
     assert not [s for s in seen if "question_runs" in s or "usage_ledger" in s], seen
+    # The batch, its org's partner and its steps: one statement.
+    assert len(seen) == 1, seen
+    assert [(step["name"], step["status"]) for step in read["steps"]] == [
+        (name, "completed")
+        for name in (
+            "get_or_create_batch",
+            "check_balance",
+            "start_batch",
+            "run_question_matrix",
+            "track_usage",
+            "complete_batch",
+        )
+    ]
     assert read["completed_runs"] == read["charged_runs"] == 6
     assert Decimal(read["charged_amount"]) == Decimal("0.30")
     assert Decimal(read["cost"]) == live.cost
@@ -103,6 +116,8 @@ async def test_a_resumed_batch_is_read_live_until_it_ends_again(
             .values(status=RunStatus.CANCELLED)
         )
         await session.commit()
-    pending = expect(await api.get(f"/batches/{batch_id}"), 200)
+    with statements(context) as seen:
+        pending = expect(await api.get(f"/batches/{batch_id}"), 200)
+    assert len(seen) == 2, seen  # the batch with its steps, then its live totals
     assert pending["status"] == "pending"
     assert pending["cancelled_runs"] == 3

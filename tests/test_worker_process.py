@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import uuid
 from collections import Counter
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -87,6 +89,15 @@ def assert_job_lines_carry_ids(
     assert any(line["msg"] == "worker started" for line in lines)
     assert any(line["msg"] == "stop requested; draining" for line in lines)
     assert any(line["msg"] == "worker stopped" for line in lines)
+
+
+def thread_nice_values(pid: int) -> set[int]:
+    """The Linux nice value of each of the process's threads (field 19 of each task's stat)."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        after_command = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values.add(int(after_command[16]))
+    return values
 
 
 async def receive_released(sqs: SQSClient, queue_url: str) -> dict[str, Any]:
@@ -176,9 +187,14 @@ async def test_sigterm_stops_claiming_at_once_and_lets_runs_in_flight_finish(
     batch_id = await trigger(api, setup.org_id)
     queue_url = str(settings.sqs_queue_url)
 
-    env = subprocess_environment(settings, WORKER_DRAIN_SECONDS="30")
+    env = subprocess_environment(settings, WORKER_DRAIN_SECONDS="30", WORKER_NICE="7")
     async with worker_process(env) as worker:
         await wait_for_completed_runs(context, batch_id, worker, at_least=1)
+        # Every thread runs at WORKER_NICE, those started for SQS calls and metrics included
+        # (never above this test's own nice value, which it inherits).
+        nice = max(7, os.getpriority(os.PRIO_PROCESS, 0))
+        threads = thread_nice_values(worker.process.pid)
+        assert threads == {nice}, threads
         code = await sigterm_and_wait(worker, limit=20)
     assert code == 0, worker.output()
     lines = worker.json_lines()

@@ -1,10 +1,14 @@
 """`senso worker`: one process, one Worker (and the audit queue's consumer when
-AUDIT_SQS_QUEUE_URL is set), stopped by SIGTERM or SIGINT; metrics on WORKER_METRICS_PORT."""
+AUDIT_SQS_QUEUE_URL is set), stopped by SIGTERM or SIGINT; metrics on WORKER_METRICS_PORT; at the
+CPU priority WORKER_NICE."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+from pathlib import Path
 
 from prometheus_client import start_http_server
 
@@ -16,7 +20,20 @@ from worker.audit import AuditConsumer
 from worker.runtime import Worker
 
 
+def lower_priority(nice: int) -> None:
+    """Run at Linux nice `nice` at least, never higher. On Linux a nice value belongs to each
+    thread, and a thread starts at its creator's: every thread running now is lowered (an
+    imported extension may have started one already), and those started later inherit it."""
+    tasks = Path("/proc/self/task")
+    for thread in [int(task.name) for task in tasks.iterdir()] if tasks.is_dir() else [0]:
+        # A thread may end in between: nothing is left to lower.
+        with contextlib.suppress(ProcessLookupError):
+            if nice > os.getpriority(os.PRIO_PROCESS, thread):
+                os.setpriority(os.PRIO_PROCESS, thread, nice)
+
+
 async def run_worker(settings: Settings) -> None:
+    lower_priority(settings.worker_nice)
     configure_logging(settings)
     metrics = (
         None

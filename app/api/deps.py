@@ -30,6 +30,16 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session)]
 
 
+async def get_statement_session(context: Context) -> AsyncIterator[AsyncSession]:
+    async with context.statements() as session:
+        yield session
+
+
+# For a read whose statements each stand alone: no BEGIN and ROLLBACK around them on Postgres,
+# where Read Committed gives every statement its own snapshot inside a transaction too.
+StatementSession = Annotated[AsyncSession, Depends(get_statement_session)]
+
+
 BEARER = HTTPBearer(
     auto_error=False, description="The operator's API_TOKEN or a partner API key (sk_…)"
 )

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import Context, CurrentPrincipal, Session
+from app.api.deps import Context, CurrentPrincipal, Session, StatementSession
 from app.evaluations import exports, rescore, results, service, trends
 from app.evaluations.metrics import TREND_METRICS, Metric
 from app.evaluations.schemas import (
@@ -90,10 +90,9 @@ async def trigger_bulk(
 
 @router.get("/batches/{batch_id}")
 async def get_batch(
-    batch_id: uuid.UUID, session: Session, principal: CurrentPrincipal
+    batch_id: uuid.UUID, session: StatementSession, principal: CurrentPrincipal
 ) -> BatchRead:
-    batch = await service.get_batch(session, principal, batch_id)
-    return await service.batch_read(session, batch)
+    return await service.read_batch(session, principal, batch_id)
 
 
 @router.post(

@@ -19,7 +19,7 @@ from app.db.models import (
 from app.errors import ConflictError, NotFoundError
 from app.evaluations.admission import OrgOutcome, create_today_batches, get_or_create_today_batch
 from app.evaluations.lifecycle import request_cancel
-from app.evaluations.runs import run_totals, stored_totals
+from app.evaluations.runs import RunTotals, run_totals, stored_totals
 from app.evaluations.schemas import (
     BatchListItem,
     BatchRead,
@@ -193,12 +193,32 @@ async def get_batch(
     return batch
 
 
+async def read_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchRead:
+    """`GET /batches/{id}`: the batch, its org's partner and its steps in one statement (a row
+    per step); the totals of a live batch in a second, an ended one keeps its own."""
+    rows = (
+        await session.execute(
+            select(EvaluationBatch, Org.partner_id, BatchStep)
+            .join(Org, Org.id == EvaluationBatch.org_id)
+            .outerjoin(BatchStep, BatchStep.batch_id == EvaluationBatch.id)
+            .where(EvaluationBatch.id == batch_id)
+        )
+    ).all()
+    if not rows or not principal.can_access(rows[0][1]):
+        raise NotFoundError(f"batch {batch_id} not found")
+    batch: EvaluationBatch = rows[0][0]
+    steps = [step for _batch, _partner, step in rows if step is not None]
+    return _batch_read(batch, stored_totals(batch) or await run_totals(session, batch.id), steps)
+
+
 async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
     totals = stored_totals(batch) or await run_totals(session, batch.id)
-    steps = {
-        step.name: step
-        for step in await session.scalars(select(BatchStep).where(BatchStep.batch_id == batch.id))
-    }
+    steps = await session.scalars(select(BatchStep).where(BatchStep.batch_id == batch.id))
+    return _batch_read(batch, totals, list(steps))
+
+
+def _batch_read(batch: EvaluationBatch, totals: RunTotals, steps: list[BatchStep]) -> BatchRead:
+    by_name = {step.name: step for step in steps}
     return BatchRead(
         batch_id=batch.id,
         org_id=batch.org_id,
@@ -226,7 +246,7 @@ async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead
         started_at=batch.started_at,
         completed_at=batch.completed_at,
         error=batch.error,
-        steps=[StepRead.model_validate(steps[name]) for name in STEP_ORDER if name in steps],
+        steps=[StepRead.model_validate(by_name[name]) for name in STEP_ORDER if name in by_name],
     )
 
 
