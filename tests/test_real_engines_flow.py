@@ -17,7 +17,14 @@ from app.context import AppContext
 from app.db.models import QuestionRun, RunCitation, RunMention
 from app.settings import Settings
 from devtools.embedded import run_worker_task
-from devtools.emulator.config import PROVIDERS, Brand, EmulatorConfig, Fault, ScriptedAnswer
+from devtools.emulator.config import (
+    PROVIDERS,
+    Brand,
+    EmulatorConfig,
+    Fault,
+    ScriptedAnswer,
+    ScriptedCitation,
+)
 from devtools.emulator.server import EmulatorServer
 from devtools.emulator.wiring import emulated_engine_settings
 from tests.conftest import make_settings
@@ -300,3 +307,37 @@ async def test_geminis_retry_info_is_waited_before_asking_again(
     first, second = [c for c in emulator.state.logged("gemini") if "generateContent" in c.path]
     assert (first.status, second.status) == (429, 200)
     assert second.at - first.at >= 1.5
+
+
+async def test_an_answer_with_nul_characters_is_stored_without_them(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    # Postgres text and JSON cannot hold NUL: a scraped page or a model may still send one.
+    emulator.state.configure(
+        EmulatorConfig(
+            answers=[
+                ScriptedAnswer(
+                    match="CRM",
+                    text="HubSpot\x00 is the best CRM;\x00 Salesforce is close.",
+                    citations=[
+                        ScriptedCitation(url="https://hubspot.com/crm", title="HubSpot\x00 CRM")
+                    ],
+                )
+            ],
+            brand=Brand(name="HubSpot", domains=["hubspot.com"], competitors=["Salesforce"]),
+        )
+    )
+    partner_id, batch, results = await _evaluate(
+        api, context, engines=("openai", "anthropic", "brightdata_perplexity", "linkup")
+    )
+
+    assert batch["status"] == "completed", batch
+    assert batch["completed_runs"] == batch["charged_runs"] == 4
+    assert await balance(context, partner_id) == Decimal("10.00") - 4 * Decimal("0.05")
+    for run in results["runs"]:
+        # Some providers add their sources to the text (OpenAI as a markdown link).
+        assert run["answer"].startswith("HubSpot is the best CRM; Salesforce is close."), run
+        assert "\x00" not in run["answer"], run
+        assert run["mention"]["mentioned"] is True, run
+        assert {c["domain"] for c in run["citations"]} == {"hubspot.com"}, run
+        assert all("\x00" not in (c.get("title") or "") for c in run["citations"]), run

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 # Where an answer comes from: a provider's API, an assistant's web page as a browser sees it
 # (scraped), or a search results page (SERP).
@@ -60,6 +60,39 @@ class EngineAnswer:
     # Overview. Such an answer is empty, and counts as a completed run without a mention.
     surface_present: bool = True
     raw: dict[str, object] = field(default_factory=dict)
+
+
+NUL = "\x00"
+_Value = TypeVar("_Value")
+
+
+def without_nul(value: _Value) -> _Value:
+    """`value` with NUL dropped from every string in it (through lists, tuples and dicts):
+    Postgres text and JSON cannot hold NUL, and a scraped page or a provider's error may
+    still carry one."""
+    dropped: object = value
+    if isinstance(value, str):
+        dropped = value.replace(NUL, "") if NUL in value else value
+    elif isinstance(value, dict):
+        dropped = {without_nul(key): without_nul(item) for key, item in value.items()}
+    elif isinstance(value, list | tuple):
+        dropped = type(value)(without_nul(item) for item in value)
+    return dropped  # type: ignore[return-value]  # the same type as `value`, rebuilt
+
+
+def storable(answer: EngineAnswer) -> EngineAnswer:
+    """The answer as the database can hold it (`without_nul`). Dropped before extraction, so an
+    offset found in the text is an offset in the stored text."""
+    return replace(
+        answer,
+        text=without_nul(answer.text),
+        model=without_nul(answer.model),
+        citations=tuple(
+            EngineCitation(without_nul(c.url), without_nul(c.title)) for c in answer.citations
+        ),
+        search_queries=without_nul(answer.search_queries),
+        raw=without_nul(answer.raw),
+    )
 
 
 class EngineError(Exception):

@@ -56,7 +56,14 @@ from app.db.models import (
 from app.db.types import UTCDateTime
 from app.db.upsert import insert_ignoring_conflicts, rows_affected
 from app.engines.backoff import backoff_seconds
-from app.engines.base import BrandContext, EngineAnswer, EngineError, EngineRequest
+from app.engines.base import (
+    BrandContext,
+    EngineAnswer,
+    EngineError,
+    EngineRequest,
+    storable,
+    without_nul,
+)
 from app.engines.guard import invalid_answer_reason
 from app.errors import InvalidInputError, describe_error
 from app.evaluations.billing import lock_batch, lock_partner, release_run_share
@@ -277,7 +284,7 @@ class MatrixRunner:
                 run.question, run.location, self._subject.brand, attempt, sample=run.sample
             )
             try:
-                answer = await engine.ask(request)
+                answer = storable(await engine.ask(request))
             except EngineError as exc:
                 if not exc.retryable or attempt == max_attempts:
                     await self._fail(run, f"{exc.reason} (after {attempt} attempt(s))", attempt)
@@ -379,7 +386,7 @@ class MatrixRunner:
         """A failed run is never charged nor measured, and gives its share of the batch's
         reservation back; a rejected answer is kept to inspect, with what the provider billed
         for it, which the batch's cost includes."""
-        reason = scrub_secrets(reason, self._settings)
+        reason = without_nul(scrub_secrets(reason, self._settings))
         kept = (
             {}
             if answer is None
