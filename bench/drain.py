@@ -47,7 +47,7 @@ from devtools.embedded import moto_sqs_process
 
 MATRIX = Matrix(questions=1, engines=("openai", "anthropic"), locations=("US", "GB"))
 REPO_ROOT = Path(__file__).resolve().parents[1]
-POLL_SAMPLES = 150
+POLL_SAMPLES = {False: 150, True: 30}  # rounds of polling before the drain, by --quick
 POLL_PAUSE = 0.05  # seconds between rounds of polling
 # Issue 13's drain of 4-run batches by two workers, before; not measured in the same run.
 ISSUE_RATE = 5.4
@@ -137,7 +137,7 @@ async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}", timeout=10)
 
 
-async def _drain(count: int, workers: int, limit: float) -> Drain:
+async def _drain(count: int, workers: int, limit: float, samples: int) -> Drain:
     async with scratch_database() as url:
         # The workers' polls and deletes are moto's work: in this process it would hold the
         # interpreter lock the API's GETs being timed here need.
@@ -161,7 +161,9 @@ async def _drain(count: int, workers: int, limit: float) -> Drain:
                     polled = await database.fetchval(
                         "SELECT id FROM evaluation_batches ORDER BY created_at DESC, id LIMIT 1"
                     )
-                    return await _timed_drain(api, database, str(polled), settings, workers, limit)
+                    return await _timed_drain(
+                        api, database, str(polled), settings, workers, limit, samples
+                    )
                 finally:
                     await database.close()
 
@@ -173,6 +175,7 @@ async def _timed_drain(
     settings: Settings,
     workers: int,
     limit: float,
+    samples: int,
 ) -> Drain:
     idle: list[float] = []
     idle_health: list[float] = []
@@ -180,7 +183,7 @@ async def _timed_drain(
     # The first rounds warm the API's caches and prepared statements up: not counted.
     for _ in range(WARM_UP):
         await _round(api, monitor, polled, [], [])
-    for _ in range(POLL_SAMPLES):
+    for _ in range(samples):
         await _round(api, monitor, polled, idle, idle_health)
     polls: list[float] = []
     health: list[float] = []
@@ -277,8 +280,9 @@ async def scenario(quick: bool) -> None:
     # two thirds of 300's rate), which real SQS is not.
     count = 40 if quick else 300
     many = 2
-    one = await _drain(count, 1, limit=25 if quick else 40)
-    several = await _drain(count, many, limit=25 if quick else 40)
+    limit = 25 if quick else 40
+    one = await _drain(count, 1, limit, POLL_SAMPLES[quick])
+    several = await _drain(count, many, limit, POLL_SAMPLES[quick])
     figures = [
         Figure(
             f"runs/s drained by {many} worker processes",
