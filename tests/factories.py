@@ -10,6 +10,15 @@ from typing import Any
 
 import httpx
 
+# The steps of a job that completes its batch, in the order `GET /batches/{id}` lists them.
+JOB_STEPS = (
+    "get_or_create_batch",
+    "check_balance",
+    "start_batch",
+    "run_question_matrix",
+    "track_usage",
+    "complete_batch",
+)
 QUESTIONS = (
     "What is the best CRM for a small business?",
     "Which CRM do sales teams recommend for startups?",

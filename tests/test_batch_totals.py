@@ -18,7 +18,14 @@ from app.db.models import EvaluationBatch, QuestionRun, RunStatus
 from app.evaluations.pipeline import mark_batch_failed
 from app.evaluations.runs import run_totals
 from devtools.embedded import run_worker_task
-from tests.factories import create_org, create_partner, expect, trigger, wait_for_batch
+from tests.factories import (
+    JOB_STEPS,
+    create_org,
+    create_partner,
+    expect,
+    trigger,
+    wait_for_batch,
+)
 
 TOTALS = (
     "completed_runs",
@@ -72,15 +79,7 @@ async def test_an_ended_batch_is_read_from_the_totals_kept_when_it_ended(
     # The batch, its org's partner and its steps: one statement.
     assert len(seen) == 1, seen
     assert [(step["name"], step["status"]) for step in read["steps"]] == [
-        (name, "completed")
-        for name in (
-            "get_or_create_batch",
-            "check_balance",
-            "start_batch",
-            "run_question_matrix",
-            "track_usage",
-            "complete_batch",
-        )
+        (name, "completed") for name in JOB_STEPS
     ]
     assert read["completed_runs"] == read["charged_runs"] == 6
     assert Decimal(read["charged_amount"]) == Decimal("0.30")

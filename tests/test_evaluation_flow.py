@@ -14,7 +14,7 @@ from app.settings import Settings
 from devtools.embedded import run_worker_task
 from tests.conftest import make_settings, operator_client
 from tests.db_checks import audit_actions, balance, run_stats
-from tests.factories import create_org, create_partner, expect, wait_for_batch
+from tests.factories import JOB_STEPS, create_org, create_partner, expect, wait_for_batch
 
 
 async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
@@ -43,14 +43,7 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
     assert batch["user_id"] == "u-1"
     assert batch["started_at"]
     assert batch["completed_at"]
-    assert [s["name"] for s in batch["steps"]] == [
-        "get_or_create_batch",
-        "check_balance",
-        "start_batch",
-        "run_question_matrix",
-        "track_usage",
-        "complete_batch",
-    ]
+    assert [s["name"] for s in batch["steps"]] == list(JOB_STEPS)
     assert all(s["status"] == "completed" and s["finished_at"] for s in batch["steps"])
 
     stats = await run_stats(context, accepted["batch_id"])
