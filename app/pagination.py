@@ -26,7 +26,7 @@ class PageParams(BaseModel):
     offset: int
 
 
-def page_params(
+async def page_params(  # async: no thread-pool hop (see app.api.deps)
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")] = 0,
 ) -> PageParams:

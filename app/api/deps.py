@@ -14,7 +14,9 @@ from app.context import AppContext
 from app.errors import UnauthorizedError
 
 
-def get_context(request: Request) -> AppContext:
+# Dependencies that do no I/O are still `async def`: FastAPI runs a plain `def` one in its
+# thread pool, a hop to another thread and back on every request for an attribute read.
+async def get_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 

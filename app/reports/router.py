@@ -33,7 +33,7 @@ _templates = Environment(
 )
 
 
-def report_key(request: Request) -> SecretStr:
+async def report_key(request: Request) -> SecretStr:  # async: no thread-pool hop (app.api.deps)
     key: SecretStr = request.app.state.report_key
     return key
 
