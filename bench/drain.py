@@ -39,6 +39,7 @@ from bench.common import (
     Matrix,
     api_client,
     bench_settings,
+    p99,
     report,
     scratch_database,
     seed_orgs,
@@ -262,16 +263,12 @@ def _p50(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.1f}" if values else "-"
 
 
-def _p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
-
-
 def _p99_figure(name: str, during: list[float], idle: list[float], goal: str = "") -> list[Figure]:
     """The p99 of requests during a drain against the same requests' before it, in ms (none
     when the drain ended before the first poll)."""
     if not during:
         return []
-    return [Figure(name, _p99(during) * 1000, "ms", _p99(idle) * 1000, "p99 idle, before it", goal)]
+    return [Figure(name, p99(during) * 1000, "ms", p99(idle) * 1000, "p99 idle, before it", goal)]
 
 
 async def scenario(quick: bool) -> None:

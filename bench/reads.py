@@ -29,6 +29,7 @@ from bench.common import (
     api_client,
     bench_settings,
     create_orgs,
+    p99,
     report,
     scratch_database,
 )
@@ -103,10 +104,6 @@ async def _latencies(api: httpx.AsyncClient, path: str, count: int) -> list[floa
     return seconds
 
 
-def _p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98]
-
-
 async def scenario(quick: bool) -> None:
     count = 60 if quick else 200
     async with scratch_database() as url:
@@ -147,9 +144,9 @@ async def scenario(quick: bool) -> None:
             ),
             Figure(
                 f"GET /batches/{{id}} p99 at {LARGE.runs:,} runs",
-                _p99(large) * 1000,
+                p99(large) * 1000,
                 "ms",
-                _p99(small) * 1000,
+                p99(small) * 1000,
                 f"p99 at {SMALL.runs} runs",
                 "≈ ×1",
             ),
