@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the SQS worker (needs DATABASE_URL, SQS_QUEUE_URL)",
         description="Long-poll SQS_QUEUE_URL and run evaluation jobs until SIGTERM/SIGINT, "
         "then drain (no new run is started; runs in flight finish, for up to "
-        "WORKER_DRAIN_SECONDS, or are handed back), release the unfinished jobs and exit 0.",
+        "WORKER_DRAIN_SECONDS, or are handed back), release the unfinished jobs and exit 0. "
+        "Runs at the CPU priority WORKER_NICE (Linux nice, 19 by default), so that an API on "
+        "the same host answers first.",
     )
     worker.set_defaults(run=_worker)
 
