@@ -109,8 +109,7 @@ async def cancel_batch(
     """Stop a batch: no new run is asked; runs in flight finish; what completed is charged and
     the rest of the reservation is released. `status` is `cancelled` once nothing is in flight
     (at once when nothing is), `cancel_requested_at` set until then."""
-    batch = await service.cancel(session, context.clock, principal, batch_id)
-    return await service.batch_read(session, batch)
+    return await service.cancel(session, context.clock, principal, batch_id)
 
 
 @router.get(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
@@ -180,41 +181,43 @@ async def enqueue_batches(
 async def get_batch(
     session: AsyncSession, principal: Principal, batch_id: uuid.UUID
 ) -> EvaluationBatch:
-    row = (
-        await session.execute(
-            select(EvaluationBatch, Org.partner_id)
-            .join(Org, Org.id == EvaluationBatch.org_id)
-            .where(EvaluationBatch.id == batch_id)
-        )
-    ).first()
-    if row is None or not principal.can_access(row[1]):
-        raise NotFoundError(f"batch {batch_id} not found")
-    batch: EvaluationBatch = row[0]
-    return batch
+    return _visible(principal, batch_id, (await session.execute(_with_owner(batch_id))).first())
 
 
 async def read_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchRead:
-    """`GET /batches/{id}`: the batch, its org's partner and its steps in one statement (a row
-    per step); the totals of a live batch in a second, an ended one keeps its own."""
+    """The batch as `GET /batches/{id}` shows it, read afresh: the batch, its org's partner and
+    its steps in one statement (a row per step); the totals of a live batch in a second, an
+    ended one keeps its own."""
     rows = (
         await session.execute(
-            select(EvaluationBatch, Org.partner_id, BatchStep)
-            .join(Org, Org.id == EvaluationBatch.org_id)
+            _with_owner(batch_id, BatchStep)
             .outerjoin(BatchStep, BatchStep.batch_id == EvaluationBatch.id)
-            .where(EvaluationBatch.id == batch_id)
+            .execution_options(populate_existing=True)
         )
     ).all()
-    if not rows or not principal.can_access(rows[0][1]):
-        raise NotFoundError(f"batch {batch_id} not found")
-    batch: EvaluationBatch = rows[0][0]
+    batch = _visible(principal, batch_id, rows[0] if rows else None)
     steps = [step for _batch, _partner, step in rows if step is not None]
     return _batch_read(batch, stored_totals(batch) or await run_totals(session, batch.id), steps)
 
 
-async def batch_read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
-    totals = stored_totals(batch) or await run_totals(session, batch.id)
-    steps = await session.scalars(select(BatchStep).where(BatchStep.batch_id == batch.id))
-    return _batch_read(batch, totals, list(steps))
+def _with_owner(batch_id: uuid.UUID, *columns: Any) -> Select[Any]:
+    """The batch with its org's partner, which says who may see it, and `columns`."""
+    return (
+        select(EvaluationBatch, Org.partner_id, *columns)
+        .join(Org, Org.id == EvaluationBatch.org_id)
+        .where(EvaluationBatch.id == batch_id)
+    )
+
+
+def _visible(
+    principal: Principal, batch_id: uuid.UUID, row: Sequence[Any] | None
+) -> EvaluationBatch:
+    """The batch of a `_with_owner` row; one the caller may not see is as unknown as one that
+    does not exist."""
+    if row is None or not principal.can_access(row[1]):
+        raise NotFoundError(f"batch {batch_id} not found")
+    batch: EvaluationBatch = row[0]
+    return batch
 
 
 def _batch_read(batch: EvaluationBatch, totals: RunTotals, steps: list[BatchStep]) -> BatchRead:
@@ -252,7 +255,7 @@ def _batch_read(batch: EvaluationBatch, totals: RunTotals, steps: list[BatchStep
 
 async def cancel(
     session: AsyncSession, clock: Clock, principal: Principal, batch_id: uuid.UUID
-) -> EvaluationBatch:
+) -> BatchRead:
     """An operator stops a batch: it claims no new run, the runs in flight finish, what
     completed is charged and the rest of its reservation is given back."""
     principal.require_admin()
@@ -265,7 +268,7 @@ async def cancel(
         now=clock.now(),
     )
     await session.commit()
-    return await session.get_one(EvaluationBatch, batch_id, populate_existing=True)
+    return await read_batch(session, principal, batch_id)
 
 
 async def list_batches(
