@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import httpx
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from app.context import AppContext
-from app.db.models import OrgEngine
+from app.db.models import AuditEvent, OrgEngine
 from app.settings import Settings
 from devtools.embedded import run_worker_task
 from tests.conftest import make_settings, operator_client
@@ -76,6 +77,13 @@ async def _full_flow(api: httpx.AsyncClient, context: AppContext) -> None:
         "batch.charged",
         "batch.completed",
     ]
+    async with context.sessions() as session:
+        sources = set(
+            await session.scalars(
+                select(AuditEvent.source).where(AuditEvent.resource_id == accepted["batch_id"])
+            )
+        )
+    assert sources == {"senso"}, "this service's own events, the worker's included"
     assert await audit_actions(context, setup.org_id) == [
         "org.created",
         "org.questions_set",

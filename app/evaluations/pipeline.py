@@ -238,9 +238,9 @@ def _start_and_audit() -> Insert:
         .returning(EvaluationBatch.id)
         .cte("started")
     )
+    # `source` is left to the column's server default, as `record_audit` leaves it to its own.
     event = select(
         bindparam("s_event_id", type_=Uuid),
-        literal("senso"),
         written_at,
         literal(WORKER_ACTOR),
         literal("batch.started"),
@@ -253,7 +253,6 @@ def _start_and_audit() -> Insert:
         .from_select(
             [
                 "id",
-                "source",
                 "occurred_at",
                 "actor",
                 "action",
