@@ -188,7 +188,8 @@ async def _timed_drain(
         await _round(api, monitor, polled, idle, idle_health)
     polls: list[float] = []
     health: list[float] = []
-    monitor.connections = 0
+    # Its own monitor: the connections seen are the drain's.
+    monitor = _Monitor(database)
     started = time.monotonic()
     async with worker_processes(settings, workers):
         while time.monotonic() - started < limit:
