@@ -109,7 +109,7 @@ async def _evaluate(
         # The completed runs are charged in the transaction that completes the batch: one
         # transaction for the two steps, each recorded.
         async with steps.step("track_usage"), steps.step("complete_batch"):
-            await complete_batch(context, batch_id, org)
+            await complete_batch(context, batch_id, org, steps=steps)
     except BatchFailedError as exc:
         await mark_batch_failed(context, batch_id, exc.reason, steps=steps)
 
@@ -292,10 +292,16 @@ async def load_subject(context: AppContext, org: Org) -> Subject:
     )
 
 
-async def complete_batch(context: AppContext, batch_id: uuid.UUID, org: Org | None = None) -> None:
+async def complete_batch(
+    context: AppContext,
+    batch_id: uuid.UUID,
+    org: Org | None = None,
+    *,
+    steps: StepLog | None = None,
+) -> None:
     """Charge the completed runs and complete the batch, in one transaction: never with runs
     still to ask, and failed instead when too many runs failed. `org`, the batch's, when the
-    caller has it at hand."""
+    caller has it at hand; `steps`, the job's, are written in that transaction."""
     async with context.sessions() as session:
         partner_id = org.partner_id if org is not None else await partner_of(session, batch_id)
         partner = await lock_partner(session, partner_id)
@@ -325,7 +331,10 @@ async def complete_batch(context: AppContext, batch_id: uuid.UUID, org: Org | No
             org=org,
             totals=totals,
         )
+        recorded = await steps.write_ending(session) if steps is not None else ()
         await session.commit()
+    if steps is not None:
+        steps.written(recorded)
     logger.info("batch completed", extra=details)
     await _tell(context, ended)
 
@@ -337,10 +346,9 @@ async def mark_batch_failed(
     given back. `steps`, the job's, when a job's step failed it."""
     log = steps or StepLog(context.statements, context.clock, batch_id)
     async with log.step("mark_batch_failed"):
-        if await _end(context, batch_id, BatchStatus.FAILED, reason, {"reason": reason}):
+        details: dict[str, object] = {"reason": reason}
+        if await _end(context, batch_id, BatchStatus.FAILED, reason, details, steps=log):
             logger.warning("batch failed", extra={"reason": reason})
-    if steps is None:
-        await log.write()
 
 
 async def cancel_batch(context: AppContext, batch_id: uuid.UUID, org: Org) -> None:
@@ -361,7 +369,10 @@ async def _end(
     error: str | None,
     details: dict[str, object],
     org: Org | None = None,
+    *,
+    steps: StepLog | None = None,
 ) -> bool:
+    """`steps`, when given, are written in the transaction that ends the batch."""
     async with context.sessions() as session:
         ended = await finish_batch(
             session,
@@ -373,7 +384,10 @@ async def _end(
             details=details,
             org=org,
         )
+        recorded = await steps.write_ending(session) if steps is not None else ()
         await session.commit()
+    if steps is not None:
+        steps.written(recorded)
     await _tell(context, ended)
     return ended is not None
 

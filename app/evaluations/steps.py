@@ -1,8 +1,9 @@
 """Step bookkeeping: each step's start, end and error is recorded on the batch.
 
 A job's steps are kept in memory and written together, one round trip for several steps: before
-the step that takes long (so that it shows as running while it runs), when a step fails, and
-when the job ends. A statement per start and per end was a third of a small batch's round
+the step that takes long (so that it shows as running while it runs), when a step fails, in the
+transaction that ends the batch (so that a batch read as ended shows the steps that ended it),
+and when the job ends. A statement per start and per end was a third of a small batch's round
 trips. A worker that dies between two writes leaves its last steps unrecorded; the job that
 takes the batch over records them when it runs them again (every step is idempotent).
 """
@@ -14,10 +15,12 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import Clock
 from app.db.models import BatchStep, StepStatus
@@ -91,23 +94,49 @@ class StepLog:
         if not self._unwritten:
             return
         steps = list(self._unwritten.values())
+        async with self._sessions() as session:
+            await self._upsert(session, steps, ending=False)
+            await session.commit()
+        self._written(steps)
+
+    async def write_ending(self, session: AsyncSession) -> Sequence[_Step]:
+        """Every step not yet written, upserted in the caller's transaction that ends the
+        batch, the steps still running (those that end it) as completed: whoever reads the
+        batch ended reads the steps that ended it. Once the caller has committed, it passes
+        what this returns to `written`; should it not commit, the steps stay unwritten and
+        their failure is recorded as usual."""
+        steps = list(self._unwritten.values())
+        if steps:
+            await self._upsert(session, steps, ending=True)
+        return steps
+
+    def written(self, steps: Sequence[_Step]) -> None:
+        """What `write_ending` upserted has been committed."""
+        for step in steps:
+            if step.status == StepStatus.RUNNING:
+                step.status, step.finished_at = StepStatus.COMPLETED, self._clock.now()
+        self._written(steps)
+
+    async def _upsert(self, session: AsyncSession, steps: list[_Step], *, ending: bool) -> None:
+        now = self._clock.now()
         rows = [
             {
                 "batch_id": self._batch_id,
                 "name": step.name,
-                "status": step.status,
+                "status": StepStatus.COMPLETED if ending and running else step.status,
                 "attempts": step.new_attempt,
                 "started_at": step.started_at,
-                "finished_at": step.finished_at,
+                "finished_at": now if ending and running else step.finished_at,
                 "error": step.error,
             }
             for step in steps
+            for running in (step.status == StepStatus.RUNNING,)
         ]
-        async with self._sessions() as session:
-            # Core's executemany (atomic on both drivers), of a statement built once.
-            connection = await session.connection()
-            await connection.execute(_upsert_steps(connection.dialect.name), rows)
-            await session.commit()
+        # Core's executemany (atomic on both drivers), of a statement built once.
+        connection = await session.connection()
+        await connection.execute(_upsert_steps(connection.dialect.name), rows)
+
+    def _written(self, steps: Sequence[_Step]) -> None:
         for step in steps:
             step.new_attempt = 0
             if step.status != StepStatus.RUNNING:
