@@ -1,5 +1,6 @@
-"""The steps that end a batch are committed with its end: whoever reads the batch completed or
-failed reads the step that ended it as completed, not a step still shown running or none."""
+"""The steps that end a batch are committed with its end: whoever reads the batch completed,
+cancelled or failed reads the steps that ended it as completed, not a step still shown running
+or none."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import httpx
 from sqlalchemy import update
 
 from app.context import AppContext
-from app.db.models import QuestionRun, RunStatus
-from app.evaluations.pipeline import complete_batch, mark_batch_failed
+from app.db.models import Org, QuestionRun, RunStatus
+from app.evaluations.pipeline import cancel_batch, complete_batch, mark_batch_failed
 from app.evaluations.steps import StepLog
 from tests.factories import create_org, create_partner, expect, trigger
 
@@ -72,3 +73,21 @@ async def test_a_completed_batch_shows_its_completing_steps_the_moment_it_reads_
     await steps.write()
     _, again = await _steps(api, batch_id)
     assert [again[name]["attempts"] for name in ("track_usage", "complete_batch")] == [1, 1]
+
+
+async def test_a_cancelled_batch_shows_the_job_s_steps_the_moment_it_reads_cancelled(
+    api: httpx.AsyncClient, context: AppContext
+) -> None:
+    partner_id = await create_partner(api)
+    setup = await create_org(api, partner_id, questions=1, locations=("US",))
+    batch_id = uuid.UUID(await trigger(api, setup.org_id))
+    async with context.sessions() as session:
+        org = await session.get_one(Org, uuid.UUID(setup.org_id))
+    steps = StepLog(context.statements, context.clock, batch_id)
+    async with steps.step("get_or_create_batch"):
+        pass
+
+    await cancel_batch(context, batch_id, org, steps)
+    status, read = await _steps(api, batch_id)
+    assert status == "cancelled"
+    assert read["get_or_create_batch"]["status"] == "completed"

@@ -104,7 +104,7 @@ async def _evaluate(
         else:
             cancelled = True
         if cancelled:
-            await cancel_batch(context, batch_id, org)
+            await cancel_batch(context, batch_id, org, steps)
             return
         # The completed runs are charged in the transaction that completes the batch: one
         # transaction for the two steps, each recorded.
@@ -351,14 +351,16 @@ async def mark_batch_failed(
             logger.warning("batch failed", extra={"reason": reason})
 
 
-async def cancel_batch(context: AppContext, batch_id: uuid.UUID, org: Org) -> None:
+async def cancel_batch(context: AppContext, batch_id: uuid.UUID, org: Org, steps: StepLog) -> None:
     """Cancelled while it ran (an operator, a deactivated org): nothing is in flight any more;
-    what completed is charged, what was never asked is cancelled."""
+    what completed is charged, what was never asked is cancelled. The job's `steps` are
+    written with the batch's end."""
     async with context.statements() as session:
         reason = await session.scalar(
             select(EvaluationBatch.error).where(EvaluationBatch.id == batch_id)
         )
-    if await _end(context, batch_id, BatchStatus.CANCELLED, reason, {"reason": reason}, org):
+    details: dict[str, object] = {"reason": reason}
+    if await _end(context, batch_id, BatchStatus.CANCELLED, reason, details, org, steps=steps):
         logger.info("batch cancelled", extra={"reason": reason})
 
 
