@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Uuid, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -91,13 +91,16 @@ async def subscribed_endpoints(
     return subscribed_to(await partner_endpoints(session, partner_id), event_type)
 
 
+# Read as every batch ends, built once.
+_PARTNER_ENDPOINTS = select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+    WebhookEndpoint.partner_id == bindparam("e_partner_id", type_=Uuid),
+    WebhookEndpoint.enabled.is_(True),
+)
+
+
 async def partner_endpoints(session: AsyncSession, partner_id: uuid.UUID) -> Endpoints:
     """Read once for every event a change tells."""
-    endpoints = await session.execute(
-        select(WebhookEndpoint.id, WebhookEndpoint.events).where(
-            WebhookEndpoint.partner_id == partner_id, WebhookEndpoint.enabled.is_(True)
-        )
-    )
+    endpoints = await session.execute(_PARTNER_ENDPOINTS, {"e_partner_id": partner_id})
     return [(endpoint_id, list(events)) for endpoint_id, events in endpoints.all()]
 
 
