@@ -19,6 +19,13 @@ from tests.factories import create_org, create_partner, expect, trigger
 Steps = dict[str, dict[str, Any]]
 
 
+async def _pending_batch(api: httpx.AsyncClient) -> tuple[uuid.UUID, uuid.UUID]:
+    """A pending batch of one run, and its org."""
+    partner_id = await create_partner(api)
+    setup = await create_org(api, partner_id, questions=1, locations=("US",))
+    return uuid.UUID(await trigger(api, setup.org_id)), uuid.UUID(setup.org_id)
+
+
 async def _steps(api: httpx.AsyncClient, batch_id: uuid.UUID) -> tuple[str, Steps]:
     read = expect(await api.get(f"/batches/{batch_id}"), 200)
     return read["status"], {step["name"]: step for step in read["steps"]}
@@ -27,9 +34,7 @@ async def _steps(api: httpx.AsyncClient, batch_id: uuid.UUID) -> tuple[str, Step
 async def test_a_failed_batch_shows_its_failing_step_the_moment_it_reads_failed(
     api: httpx.AsyncClient, context: AppContext
 ) -> None:
-    partner_id = await create_partner(api)
-    setup = await create_org(api, partner_id, questions=1, locations=("US",))
-    batch_id = uuid.UUID(await trigger(api, setup.org_id))
+    batch_id, _ = await _pending_batch(api)
     steps = StepLog(context.statements, context.clock, batch_id)
 
     # The job's own log: before, its steps were written only when the job ended, after the
@@ -49,9 +54,7 @@ async def test_a_failed_batch_shows_its_failing_step_the_moment_it_reads_failed(
 async def test_a_completed_batch_shows_its_completing_steps_the_moment_it_reads_completed(
     api: httpx.AsyncClient, context: AppContext
 ) -> None:
-    partner_id = await create_partner(api)
-    setup = await create_org(api, partner_id, questions=1, locations=("US",))
-    batch_id = uuid.UUID(await trigger(api, setup.org_id))
+    batch_id, _ = await _pending_batch(api)
     async with context.sessions() as session:
         await session.execute(
             update(QuestionRun)
@@ -78,11 +81,9 @@ async def test_a_completed_batch_shows_its_completing_steps_the_moment_it_reads_
 async def test_a_cancelled_batch_shows_the_job_s_steps_the_moment_it_reads_cancelled(
     api: httpx.AsyncClient, context: AppContext
 ) -> None:
-    partner_id = await create_partner(api)
-    setup = await create_org(api, partner_id, questions=1, locations=("US",))
-    batch_id = uuid.UUID(await trigger(api, setup.org_id))
+    batch_id, org_id = await _pending_batch(api)
     async with context.sessions() as session:
-        org = await session.get_one(Org, uuid.UUID(setup.org_id))
+        org = await session.get_one(Org, org_id)
     steps = StepLog(context.statements, context.clock, batch_id)
     async with steps.step("get_or_create_batch"):
         pass
