@@ -273,12 +273,12 @@ def _p99_figure(name: str, during: list[float], idle: list[float], goal: str = "
 
 
 async def scenario(quick: bool) -> None:
-    # As deep a queue for both: moto reads every message of a queue for each call, so a deeper
-    # backlog is slower to drain through it (1,000 orgs, issue 13's backlog, drained at about
-    # two thirds of 300's rate), which real SQS is not.
-    count = 40 if quick else 300
+    # Issue 13's backlog, as deep for both: moto reads every message of a queue for each call,
+    # so a deeper backlog drains slower through it (1,000 orgs at about two thirds of 300's
+    # rate), which real SQS does not; a long drain also gives the p99 several hundred polls.
+    count = 40 if quick else 1000
     many = 2
-    limit = 25 if quick else 40
+    limit = 25 if quick else 120
     one = await _drain(count, 1, limit, POLL_SAMPLES[quick])
     several = await _drain(count, many, limit, POLL_SAMPLES[quick])
     figures = [
