@@ -163,6 +163,11 @@ def test_competitor_names_are_cleaned_deduplicated_and_capped() -> None:
         "HubSpot",
     )
     assert len(normalise_competitors([f"Brand {i}" for i in range(50)], ORG_NAMES, [])) == 20
+    # A model's JSON may escape what Postgres cannot store.
+    assert normalise_competitors(["Zo\x00ho", "Pipe\ud83ddrive"], ORG_NAMES, []) == (
+        "Zoho",
+        "Pipe\ufffddrive",
+    )
 
 
 async def test_simulated_analyst_costs_nothing() -> None:

@@ -341,3 +341,37 @@ async def test_an_answer_with_nul_characters_is_stored_without_them(
         assert run["mention"]["mentioned"] is True, run
         assert {c["domain"] for c in run["citations"]} == {"hubspot.com"}, run
         assert all("\x00" not in (c.get("title") or "") for c in run["citations"]), run
+
+
+async def test_a_scraped_answer_cut_inside_an_emoji_is_stored_with_a_replacement_character(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    # A browser's JSON.stringify escapes a lone UTF-16 surrogate ("\ud83d"); decoded, it has
+    # no UTF-8 form, so Postgres cannot take it. It failed the run's write, and so the batch.
+    emulator.state.configure(
+        EmulatorConfig(
+            answers=[
+                ScriptedAnswer(
+                    match="CRM",
+                    text="HubSpot is the best CRM \ud83d; Salesforce is close.",
+                    citations=[
+                        ScriptedCitation(url="https://hubspot.com/crm", title="HubSpot \udc00CRM")
+                    ],
+                )
+            ],
+            brand=Brand(name="HubSpot", domains=["hubspot.com"], competitors=["Salesforce"]),
+        )
+    )
+    partner_id, batch, results = await _evaluate(
+        api, context, engines=("brightdata_chatgpt", "brightdata_perplexity")
+    )
+
+    assert batch["status"] == "completed", batch
+    assert batch["completed_runs"] == batch["charged_runs"] == 2
+    assert await balance(context, partner_id) == Decimal("10.00") - 2 * Decimal("0.05")
+    for run in results["runs"]:
+        assert run["answer"].startswith("HubSpot is the best CRM \ufffd; Salesforce is close."), run
+        assert run["mention"]["mentioned"] is True, run
+        assert [(c["domain"], c["title"]) for c in run["citations"]] == [
+            ("hubspot.com", "HubSpot \ufffdCRM")
+        ], run

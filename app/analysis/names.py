@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 
+from app.engines.base import storable_value
 from app.extraction.folding import fold
 from app.extraction.matching import NAME_SEPARATORS_RE
 
@@ -18,8 +19,9 @@ _WRAPPING = " \t\r\n*_`\"'“”‘’.,;:()[]"
 
 
 def clean_name(raw: str) -> str:
-    """`  **Zoho   CRM**, ` -> `Zoho CRM`; empty when nothing name-like is left."""
-    name = " ".join(html.unescape(raw).split()).strip(_WRAPPING)
+    """`  **Zoho   CRM**, ` -> `Zoho CRM`; empty when nothing name-like is left. A model's JSON
+    may carry what Postgres cannot store (NUL, a lone surrogate): made storable too."""
+    name = " ".join(storable_value(html.unescape(raw)).split()).strip(_WRAPPING)
     if len(name) > MAX_NAME_LENGTH or not any(char.isalnum() for char in name):
         return ""
     return name

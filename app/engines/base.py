@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal, Protocol, TypeVar
@@ -63,35 +64,44 @@ class EngineAnswer:
 
 
 NUL = "\x00"
+REPLACEMENT = "\ufffd"
+# What Postgres text and JSON cannot hold: NUL, and a lone UTF-16 surrogate, which has no UTF-8
+# form (JSON's "\ud83d" escape without its pair decodes to one: a scraped page's text cut inside
+# an emoji, serialised by a browser, carries it so).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _Value = TypeVar("_Value")
 
 
-def without_nul(value: _Value) -> _Value:
-    """`value` with NUL dropped from every string in it (through lists, tuples and dicts):
-    Postgres text and JSON cannot hold NUL, and a scraped page or a provider's error may
-    still carry one."""
-    dropped: object = value
+def _stored_as(match: re.Match[str]) -> str:
+    return "" if match.group() == NUL else REPLACEMENT
+
+
+def storable_value(value: _Value) -> _Value:
+    """`value` as the database can hold it, through lists, tuples and dicts: NUL dropped from
+    every string, a lone surrogate replaced by U+FFFD (as a UTF-8 decoder replaces what it
+    cannot read)."""
+    stored: object = value
     if isinstance(value, str):
-        dropped = value.replace(NUL, "") if NUL in value else value
+        stored = _UNSTORABLE.sub(_stored_as, value) if _UNSTORABLE.search(value) else value
     elif isinstance(value, dict):
-        dropped = {without_nul(key): without_nul(item) for key, item in value.items()}
+        stored = {storable_value(key): storable_value(item) for key, item in value.items()}
     elif isinstance(value, list | tuple):
-        dropped = type(value)(without_nul(item) for item in value)
-    return dropped  # type: ignore[return-value]  # the same type as `value`, rebuilt
+        stored = type(value)(storable_value(item) for item in value)
+    return stored  # type: ignore[return-value]  # the same type as `value`, rebuilt
 
 
 def storable(answer: EngineAnswer) -> EngineAnswer:
-    """The answer as the database can hold it (`without_nul`). Dropped before extraction, so an
-    offset found in the text is an offset in the stored text."""
+    """The answer as the database can hold it (`storable_value`). Made so before extraction, so
+    an offset found in the text is an offset in the stored text."""
     return replace(
         answer,
-        text=without_nul(answer.text),
-        model=without_nul(answer.model),
+        text=storable_value(answer.text),
+        model=storable_value(answer.model),
         citations=tuple(
-            EngineCitation(without_nul(c.url), without_nul(c.title)) for c in answer.citations
+            EngineCitation(storable_value(c.url), storable_value(c.title)) for c in answer.citations
         ),
-        search_queries=without_nul(answer.search_queries),
-        raw=without_nul(answer.raw),
+        search_queries=storable_value(answer.search_queries),
+        raw=storable_value(answer.raw),
     )
 
 

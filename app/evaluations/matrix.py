@@ -62,7 +62,7 @@ from app.engines.base import (
     EngineError,
     EngineRequest,
     storable,
-    without_nul,
+    storable_value,
 )
 from app.engines.guard import invalid_answer_reason
 from app.errors import InvalidInputError, describe_error
@@ -386,7 +386,7 @@ class MatrixRunner:
         """A failed run is never charged nor measured, and gives its share of the batch's
         reservation back; a rejected answer is kept to inspect, with what the provider billed
         for it, which the batch's cost includes."""
-        reason = without_nul(scrub_secrets(reason, self._settings))
+        reason = storable_value(scrub_secrets(reason, self._settings))
         kept = (
             {}
             if answer is None

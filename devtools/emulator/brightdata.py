@@ -8,6 +8,7 @@ as BrightData drops it, unless the trigger asked `include_errors=true`).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -34,6 +35,7 @@ NOT_READY_TEXT = "Loading..."
 RECORD_ERROR_CODE = "dead_page"
 
 _RECORD_FAULTS = frozenset({"auth_wall", "not_ready", "record_error"})
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SNAPSHOT_FAULTS = frozenset({"snapshot_failed"})
 _MAX_INPUTS = 1000  # the emulator's own cap, not BrightData's
 # Oldest snapshots are forgotten first, so a long-running emulator's memory stays bounded.
@@ -223,7 +225,16 @@ async def download(state: EmulatorState, request: Request, _body: Any) -> Respon
         return _bad_request(f"Snapshot failed: {snapshot.error_message}")
     if not snapshot.records:
         return _bad_request("Snapshot is empty")
-    return JSONResponse(snapshot.records)
+    return _ScrapedJSON(snapshot.records)
+
+
+class _ScrapedJSON(JSONResponse):
+    """Records as a browser's JSON.stringify writes them: UTF-8, with a lone surrogate (scraped
+    text cut inside an emoji) escaped as `\\udXXX`, which UTF-8 alone cannot carry."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 ROUTES: list[ProviderRoute] = [
