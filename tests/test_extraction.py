@@ -362,6 +362,11 @@ def test_cited_domains_are_sorted_and_distinct() -> None:
         ("http://[::1/", None),
         ("", None),
         ("acme.invalidtld", None),
+        # Longer than DNS allows (a label of 63 at most, a name of 253): no site, and no column
+        # of ours would hold it.
+        (f"https://{'a' * 63}.com/x", f"{'a' * 63}.com"),
+        (f"https://{'a' * 64}.com/x", None),
+        (f"https://{'.'.join(['a' * 50] * 5)}.com/x", None),
     ],
 )
 def test_registrable_domain(url_or_host: str, expected: str | None) -> None:

@@ -343,6 +343,38 @@ async def test_an_answer_with_nul_characters_is_stored_without_them(
         assert all("\x00" not in (c.get("title") or "") for c in run["citations"]), run
 
 
+async def test_a_citation_whose_host_no_dns_name_could_have_is_kept_without_a_domain(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    # A 300-character "domain" overflowed its column: the write failed, and so the batch.
+    garbage = f"https://{'a' * 300}.com/page"
+    emulator.state.configure(
+        EmulatorConfig(
+            answers=[
+                ScriptedAnswer(
+                    match="CRM",
+                    text="HubSpot is the best CRM; Salesforce is close.",
+                    citations=[
+                        ScriptedCitation(url="https://hubspot.com/crm", title="HubSpot CRM"),
+                        ScriptedCitation(url=garbage, title="Garbage"),
+                    ],
+                )
+            ],
+            brand=Brand(name="HubSpot", domains=["hubspot.com"], competitors=["Salesforce"]),
+        )
+    )
+    _, batch, results = await _evaluate(
+        api, context, engines=("openai", "anthropic", "brightdata_perplexity", "linkup")
+    )
+
+    assert batch["status"] == "completed", batch
+    assert batch["completed_runs"] == batch["charged_runs"] == 4
+    for run in results["runs"]:
+        cited = {c["url"]: c["domain"] for c in run["citations"]}
+        assert cited.get("https://hubspot.com/crm") == "hubspot.com", run
+        assert cited.get(garbage, "absent") is None, run
+
+
 async def test_a_scraped_answer_cut_inside_an_emoji_is_stored_with_a_replacement_character(
     api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
 ) -> None:

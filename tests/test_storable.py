@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from app.engines.base import EngineAnswer, EngineCitation, storable, storable_value
+from sqlalchemy import String
+
+from app.db.models import QuestionRun
+from app.engines.base import MODEL_WIDTH, EngineAnswer, EngineCitation, storable, storable_value
 
 
 def test_nul_is_dropped_from_every_string_however_deep() -> None:
@@ -49,3 +52,22 @@ def test_a_stored_answer_keeps_everything_but_what_postgres_cannot_hold() -> Non
     assert stored.search_queries == ("best crm",)
     assert stored.raw == {"html": "<p></p>"}
     assert (stored.cost, stored.surface, stored.searched) == (Decimal("0.01"), "scraped_ui", True)
+
+
+def test_a_model_name_longer_than_its_column_is_cut_to_it() -> None:
+    column = QuestionRun.__table__.c.model.type
+    assert isinstance(column, String)
+    assert column.length == MODEL_WIDTH
+    answer = EngineAnswer(
+        text="Acme leads.",
+        citations=(),
+        model="m" * 150,
+        input_tokens=0,
+        output_tokens=0,
+        cost=Decimal(0),
+        latency_ms=1,
+        simulated=False,
+        surface="api",
+        searched=None,
+    )
+    assert storable(answer).model == "m" * MODEL_WIDTH

@@ -70,6 +70,8 @@ REPLACEMENT = "\ufffd"
 # an emoji, serialised by a browser, carries it so).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _Value = TypeVar("_Value")
+# The width of `question_runs.model`: a provider's (or a scraped page's) model name is cut to it.
+MODEL_WIDTH = 100
 
 
 def _stored_as(match: re.Match[str]) -> str:
@@ -91,12 +93,13 @@ def storable_value(value: _Value) -> _Value:
 
 
 def storable(answer: EngineAnswer) -> EngineAnswer:
-    """The answer as the database can hold it (`storable_value`). Made so before extraction, so
-    an offset found in the text is an offset in the stored text."""
+    """The answer as the database can hold it (`storable_value`, the model's name cut to its
+    column). Made so before extraction, so an offset found in the text is an offset in the
+    stored text."""
     return replace(
         answer,
         text=storable_value(answer.text),
-        model=storable_value(answer.model),
+        model=storable_value(answer.model)[:MODEL_WIDTH],
         citations=tuple(
             EngineCitation(storable_value(c.url), storable_value(c.title)) for c in answer.citations
         ),

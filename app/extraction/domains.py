@@ -16,10 +16,20 @@ def _suffix_extractor() -> tldextract.TLDExtract:
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
+# DNS's limits on a name and on each of its labels: a longer "host" names no site.
+MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+
+
 def registrable_domain(url_or_host: str) -> str | None:
-    """`https://news.bbc.co.uk/x` -> `bbc.co.uk`; None for IPs, `localhost`, unknown suffixes."""
+    """`https://news.bbc.co.uk/x` -> `bbc.co.uk`; None for IPs, `localhost`, unknown suffixes,
+    and hosts longer than DNS allows."""
     host = _host(url_or_host)
-    if host is None:
+    if (
+        host is None
+        or len(host) > MAX_HOST_LENGTH
+        or any(len(label) > MAX_LABEL_LENGTH for label in host.split("."))
+    ):
         return None
     return _suffix_extractor()(host).top_domain_under_public_suffix or None
 
