@@ -25,11 +25,12 @@ from typing import Any
 from sqlalchemy import select
 
 from app.analysis.merge import analyse
+from app.analysis.reading import read_answer
 from app.context import AppContext
 from app.db.models import Org, QuestionRun
 from app.engines.base import EngineRequest
 from app.evaluations.pipeline import evaluate_org, load_subject
-from app.extraction import extract
+from app.extraction import OrgProfile, extract
 from app.jobs import JobControl
 from app.queue.messages import EvaluateOrg
 from app.queue.provision import create_queue_with_dlq
@@ -53,6 +54,16 @@ LARGE = Matrix(
     locations=("US", "GB", "DE", "FR"),
 )
 PROFILE_ENTRIES = 12
+# A stretch of answer with what the rules look for (the org, a competitor, a negation, a list,
+# a link), repeated into a short answer and a long one (a scraped page): per KB, the long one
+# must cost what the short one does.
+_STRETCH = (
+    "Acme Analytics is a solid choice for product teams; Mixpanel is close. I'm not aware of "
+    "Acme's pricing. See https://acme.io/pricing for details.\n\n- Acme Analytics\n- Mixpanel\n"
+    "- Heap\n\n"
+)
+_SHORT = 20  # stretches: about 4 KB
+_LONG = {False: 4000, True: 1000}  # about 730 KB (180 KB with --quick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +162,18 @@ async def _pure_ms(context: AppContext, batch: Triggered, repeat: int) -> float:
     return (time.process_time() - started) / (repeat * len(runs)) * 1000
 
 
+def _ms_per_kb(stretches: int, repeat: int) -> float:
+    """CPU milliseconds per KB of answer of the deterministic rules (extraction, then the
+    reading the simulated analyst does) on an answer of `stretches` stretches."""
+    text = _STRETCH * stretches
+    org = OrgProfile(name="Acme Analytics", aliases=("Acme",), domains=("acme.io",))
+    started = time.process_time()
+    for _ in range(repeat):
+        extract(org, text, (), (), ("Mixpanel",))
+        read_answer(text, ("Acme Analytics", "Acme"), ("Mixpanel",))
+    return (time.process_time() - started) / repeat / (len(text) / 1000) * 1000
+
+
 def _profile_top(profile: cProfile.Profile) -> list[str]:
     """The functions that spent the most CPU themselves (tottime): where the time goes."""
     out = io.StringIO()
@@ -222,6 +245,19 @@ async def scenario(quick: bool) -> None:
             f"{trips.pings / runs:.2f} pings, {trips.checkouts / runs:.2f} checkouts; "
             f"{trips.begins / measured.batches:.1f} transactions per batch"
         )
+    short_ms = _ms_per_kb(_SHORT, repeat=5 if quick else 25)
+    long_ms = _ms_per_kb(_LONG[quick], repeat=1)
+    figures.append(
+        Figure(
+            f"rules' CPU per KB, a {len(_STRETCH) * _LONG[quick] // 1000} KB answer",
+            long_ms,
+            "ms",
+            short_ms,
+            f"a {len(_STRETCH) * _SHORT // 1000} KB answer",
+            # Growing with the square of the length would show as the lengths' ratio.
+            "≤ ×2",
+        )
+    )
     report("worker: CPU and round trips per run (zero-latency engine)", figures, notes)
     for line in _profile_top(profile):
         print(f"  {line}", flush=True)

@@ -88,6 +88,9 @@ def test_rule_variations_cover_aliases_and_never_repeat_known_names() -> None:
         "Acme Analytics doesn't appear in the rankings I know of.",
         "Acme Analytics is not listed among the leading vendors.",
         "Never heard of Acme. Try Mixpanel instead.",
+        # Every one of several mentions negated, each where its own name is masked.
+        "I'm not familiar with Acme. I am not aware of ACME ANALYTICS either. "
+        "Acme Analytics is not listed among the leading vendors.",
     ],
 )
 def test_negated_mentions(answer: str) -> None:
@@ -103,6 +106,8 @@ def test_negated_mentions(answer: str) -> None:
         "Acme Analytics is great. I could not find information about Acme's pricing, though.",
         "I could not find information about Mixpanel, but Acme Analytics is reliable.",
         "I couldn't find anything bad to say about Acme Analytics.",
+        "I'm not familiar with Acme. I am not aware of ACME ANALYTICS either. "
+        "Acme Analytics is a solid choice, though.",
     ],
 )
 def test_mentions_that_are_not_negated(answer: str) -> None:

@@ -172,6 +172,12 @@ def _masked(folded: str, names: tuple[str, ...]) -> str:
     """`folded` with each of the org's names replaced by the mask `_ORG` matches, to the
     same length, so that offsets into it are offsets into `folded`."""
     text = folded.translate(_UNMASK)
-    for start, end in reversed(name_spans(names, text)):
-        text = text[:start] + _ORG_START + _ORG_REST * (end - start - 1) + text[end:]
-    return text
+    # Pieces joined once: a string rebuilt per mention grew with the answer's length times its
+    # mentions (seconds for a long scraped page).
+    pieces: list[str] = []
+    done = 0
+    for start, end in name_spans(names, text):  # sorted, not overlapping
+        pieces += (text[done:start], _ORG_START, _ORG_REST * (end - start - 1))
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
