@@ -49,15 +49,31 @@ async def _peak_concurrency(limiters: list[RateLimiter], limit: RateLimit, tasks
     return peak
 
 
-async def _start_times(limiters: list[RateLimiter], limit: RateLimit, tasks: int) -> list[float]:
-    started: list[float] = []
+class PlacesClock(SystemClock):
+    """The system's clock, keeping for each task that sleeps the time it meant to wake at: its
+    place in the rate, however late a loaded machine wakes it."""
+
+    def __init__(self) -> None:
+        self.places: dict[asyncio.Task[object] | None, float] = {}
+
+    async def sleep(self, seconds: float) -> None:
+        self.places[asyncio.current_task()] = self.monotonic() + seconds
+        await super().sleep(seconds)
+
+
+async def _places(
+    limiters: list[RateLimiter], clock: PlacesClock, limit: RateLimit, tasks: int
+) -> list[float]:
+    """Each ask's place in the rate, sorted: when it meant to wake, or, for an ask that did not
+    wait, when it entered."""
+    places: list[float] = []
 
     async def take(limiter: RateLimiter) -> None:
         async with limiter.slot("engine", limit):
-            started.append(time.monotonic())
+            places.append(clock.places.pop(asyncio.current_task(), clock.monotonic()))
 
     await asyncio.gather(*(take(limiters[i % len(limiters)]) for i in range(tasks)))
-    return sorted(started)
+    return sorted(places)
 
 
 async def test_local_limiter_caps_concurrency() -> None:
@@ -114,18 +130,20 @@ async def test_burst_lets_that_many_go_at_once() -> None:
 async def test_shared_requests_are_spaced_by_the_rate_across_processes(
     redis_clients: tuple[Redis, Redis], prefix: str
 ) -> None:
-    """Redis's own clock decides; grants are never closer together than asked. They are seen
-    here when each caller wakes, which a loaded machine delays by a few milliseconds: any two
-    grants n apart are at least n × 50 ms apart, less half a slot for that delay."""
-    limiters = [RedisRateLimiter(client, prefix, SystemClock()) for client in redis_clients]
+    """Redis's own clock decides; places are never closer together than asked. They are read
+    as each caller meant to wake (a loaded machine wakes several at once after a stall), so
+    only the moment each caller read Redis's answer may shift them, later, by a few
+    milliseconds: any two places n apart are at least n × 50 ms apart, less half a slot."""
+    clock = PlacesClock()
+    limiters = [RedisRateLimiter(client, prefix, clock) for client in redis_clients]
     limit = RateLimit(max_concurrency=10, requests_per_minute=1200)  # one every 50 ms
-    started = await _start_times(list(limiters), limit, tasks=8)
+    places = await _places(list(limiters), clock, limit, tasks=8)
     too_close = [
-        (i, j, started[j] - started[i])
-        for i, j in itertools.combinations(range(len(started)), 2)
-        if started[j] - started[i] < 0.05 * (j - i) - 0.025
+        (i, j, places[j] - places[i])
+        for i, j in itertools.combinations(range(len(places)), 2)
+        if places[j] - places[i] < 0.05 * (j - i) - 0.025
     ]
-    assert not too_close, started
+    assert not too_close, places
 
 
 async def test_a_shared_burst_goes_at_once_then_waits(
