@@ -309,23 +309,31 @@ async def test_geminis_retry_info_is_waited_before_asking_again(
     assert second.at - first.at >= 1.5
 
 
-async def test_an_answer_with_nul_characters_is_stored_without_them(
-    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
-) -> None:
-    # Postgres text and JSON cannot hold NUL: a scraped page or a model may still send one.
+def _answer_crm_with(emulator: EmulatorServer, text: str, *citations: tuple[str, str]) -> None:
+    """Every question about CRM is answered with `text` and `citations` (URL, title); the
+    brand is HubSpot, with Salesforce a competitor."""
     emulator.state.configure(
         EmulatorConfig(
             answers=[
                 ScriptedAnswer(
                     match="CRM",
-                    text="HubSpot\x00 is the best CRM;\x00 Salesforce is close.",
-                    citations=[
-                        ScriptedCitation(url="https://hubspot.com/crm", title="HubSpot\x00 CRM")
-                    ],
+                    text=text,
+                    citations=[ScriptedCitation(url=url, title=title) for url, title in citations],
                 )
             ],
             brand=Brand(name="HubSpot", domains=["hubspot.com"], competitors=["Salesforce"]),
         )
+    )
+
+
+async def test_an_answer_with_nul_characters_is_stored_without_them(
+    api: httpx.AsyncClient, context: AppContext, emulator: EmulatorServer
+) -> None:
+    # Postgres text and JSON cannot hold NUL: a scraped page or a model may still send one.
+    _answer_crm_with(
+        emulator,
+        "HubSpot\x00 is the best CRM;\x00 Salesforce is close.",
+        ("https://hubspot.com/crm", "HubSpot\x00 CRM"),
     )
     partner_id, batch, results = await _evaluate(
         api, context, engines=("openai", "anthropic", "brightdata_perplexity", "linkup")
@@ -348,20 +356,11 @@ async def test_a_citation_whose_host_no_dns_name_could_have_is_kept_without_a_do
 ) -> None:
     # A 300-character "domain" overflowed its column: the write failed, and so the batch.
     garbage = f"https://{'a' * 300}.com/page"
-    emulator.state.configure(
-        EmulatorConfig(
-            answers=[
-                ScriptedAnswer(
-                    match="CRM",
-                    text="HubSpot is the best CRM; Salesforce is close.",
-                    citations=[
-                        ScriptedCitation(url="https://hubspot.com/crm", title="HubSpot CRM"),
-                        ScriptedCitation(url=garbage, title="Garbage"),
-                    ],
-                )
-            ],
-            brand=Brand(name="HubSpot", domains=["hubspot.com"], competitors=["Salesforce"]),
-        )
+    _answer_crm_with(
+        emulator,
+        "HubSpot is the best CRM; Salesforce is close.",
+        ("https://hubspot.com/crm", "HubSpot CRM"),
+        (garbage, "Garbage"),
     )
     _, batch, results = await _evaluate(
         api, context, engines=("openai", "anthropic", "brightdata_perplexity", "linkup")
@@ -380,19 +379,10 @@ async def test_a_scraped_answer_cut_inside_an_emoji_is_stored_with_a_replacement
 ) -> None:
     # A browser's JSON.stringify escapes a lone UTF-16 surrogate ("\ud83d"); decoded, it has
     # no UTF-8 form, so Postgres cannot take it. It failed the run's write, and so the batch.
-    emulator.state.configure(
-        EmulatorConfig(
-            answers=[
-                ScriptedAnswer(
-                    match="CRM",
-                    text="HubSpot is the best CRM \ud83d; Salesforce is close.",
-                    citations=[
-                        ScriptedCitation(url="https://hubspot.com/crm", title="HubSpot \udc00CRM")
-                    ],
-                )
-            ],
-            brand=Brand(name="HubSpot", domains=["hubspot.com"], competitors=["Salesforce"]),
-        )
+    _answer_crm_with(
+        emulator,
+        "HubSpot is the best CRM \ud83d; Salesforce is close.",
+        ("https://hubspot.com/crm", "HubSpot \udc00CRM"),
     )
     partner_id, batch, results = await _evaluate(
         api, context, engines=("brightdata_chatgpt", "brightdata_perplexity")
