@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.analysis.merge import other_names
 from app.analysis.variations import load_variations
@@ -337,10 +338,7 @@ async def complete_batch(
             org=org,
             totals=totals,
         )
-        recorded = await steps.write_ending(session) if steps is not None else ()
-        await session.commit()
-    if steps is not None:
-        steps.written(recorded)
+        await _commit_ending(session, steps)
     logger.info("batch completed", extra=details)
     await _tell(context, ended)
 
@@ -392,12 +390,17 @@ async def _end(
             details=details,
             org=org,
         )
-        recorded = await steps.write_ending(session) if steps is not None else ()
-        await session.commit()
-    if steps is not None:
-        steps.written(recorded)
+        await _commit_ending(session, steps)
     await _tell(context, ended)
     return ended is not None
+
+
+async def _commit_ending(session: AsyncSession, steps: StepLog | None) -> None:
+    """Commit the transaction that ends a batch, the job's `steps` written in it when given."""
+    if steps is None:
+        await session.commit()
+    else:
+        await steps.commit_ending(session)
 
 
 async def _tell(context: AppContext, ended: Ended | None) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,7 +84,8 @@ class StepLog:
         self._unwritten.clear()
 
     def _end(self, step: _Step, status: StepStatus, error: str | None) -> None:
-        # Still unwritten: a write leaves a running step to be written again when it ends.
+        # Written when next the log is: `write` leaves a running step to be written again
+        # when it ends; `commit_ending` has written it as ended already.
         step.status, step.finished_at, step.error = status, self._clock.now(), error
 
     async def write(self) -> None:
@@ -95,52 +96,45 @@ class StepLog:
             return
         steps = list(self._unwritten.values())
         async with self._sessions() as session:
-            await self._upsert(session, steps, ending=False)
+            await _upsert(session, [self._row(step) for step in steps])
             await session.commit()
-        self._written(steps)
-
-    async def write_ending(self, session: AsyncSession) -> Sequence[_Step]:
-        """Every step not yet written, upserted in the caller's transaction that ends the
-        batch, the steps still running (those that end it) as completed: whoever reads the
-        batch ended reads the steps that ended it. Once the caller has committed, it passes
-        what this returns to `written`; should it not commit, the steps stay unwritten and
-        their failure is recorded as usual."""
-        steps = list(self._unwritten.values())
-        if steps:
-            await self._upsert(session, steps, ending=True)
-        return steps
-
-    def written(self, steps: Sequence[_Step]) -> None:
-        """What `write_ending` upserted has been committed."""
-        for step in steps:
-            if step.status == StepStatus.RUNNING:
-                step.status, step.finished_at = StepStatus.COMPLETED, self._clock.now()
-        self._written(steps)
-
-    async def _upsert(self, session: AsyncSession, steps: list[_Step], *, ending: bool) -> None:
-        now = self._clock.now()
-        rows = [
-            {
-                "batch_id": self._batch_id,
-                "name": step.name,
-                "status": StepStatus.COMPLETED if ending and running else step.status,
-                "attempts": step.new_attempt,
-                "started_at": step.started_at,
-                "finished_at": now if ending and running else step.finished_at,
-                "error": step.error,
-            }
-            for step in steps
-            for running in (step.status == StepStatus.RUNNING,)
-        ]
-        # Core's executemany (atomic on both drivers), of a statement built once.
-        connection = await session.connection()
-        await connection.execute(_upsert_steps(connection.dialect.name), rows)
-
-    def _written(self, steps: Sequence[_Step]) -> None:
         for step in steps:
             step.new_attempt = 0
             if step.status != StepStatus.RUNNING:
                 del self._unwritten[step.name]
+
+    async def commit_ending(self, session: AsyncSession) -> None:
+        """Commit the caller's transaction that ends the batch with every step not yet written
+        upserted in it, the steps still running (those that end it) as completed: whoever reads
+        the batch ended reads the steps that ended it. Should the commit fail, the steps stay
+        unwritten, and a step's failure is recorded as usual."""
+        steps = list(self._unwritten.values())
+        if steps:
+            ended_at = self._clock.now()
+            await _upsert(session, [self._row(step, ended_at) for step in steps])
+        await session.commit()
+        # Written as they end: what the steps still running do next changes nothing stored.
+        for step in steps:
+            del self._unwritten[step.name]
+
+    def _row(self, step: _Step, ended_at: datetime | None = None) -> dict[str, object]:
+        """The step's row; with `ended_at`, a running step as completed then."""
+        ending = ended_at is not None and step.status == StepStatus.RUNNING
+        return {
+            "batch_id": self._batch_id,
+            "name": step.name,
+            "status": StepStatus.COMPLETED if ending else step.status,
+            "attempts": step.new_attempt,
+            "started_at": step.started_at,
+            "finished_at": ended_at if ending else step.finished_at,
+            "error": step.error,
+        }
+
+
+async def _upsert(session: AsyncSession, rows: list[dict[str, object]]) -> None:
+    # Core's executemany (atomic on both drivers), of a statement built once.
+    connection = await session.connection()
+    await connection.execute(_upsert_steps(connection.dialect.name), rows)
 
 
 @functools.cache
