@@ -274,7 +274,7 @@ def _p99_figure(name: str, during: list[float], idle: list[float], goal: str = "
 
 async def scenario(quick: bool) -> None:
     # Issue 13's backlog, as deep for both: moto reads every message of a queue for each call,
-    # so a deeper backlog drains slower through it (1,000 orgs at about two thirds of 300's
+    # so a deeper backlog drains slower through it (1,000 orgs at a little over half 300's
     # rate), which real SQS does not; a long drain also gives the p99 several hundred polls.
     count = 40 if quick else 1000
     many = 2

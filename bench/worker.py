@@ -62,7 +62,7 @@ _STRETCH = (
     "Acme's pricing. See https://acme.io/pricing for details.\n\n- Acme Analytics\n- Mixpanel\n"
     "- Heap\n\n"
 )
-_SHORT = 20  # stretches: about 4 KB
+_SHORT = 20  # stretches: about 3.6 KB
 _LONG = {False: 4000, True: 1000}  # about 730 KB (180 KB with --quick)
 
 
