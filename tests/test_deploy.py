@@ -36,8 +36,9 @@ from tests.deploy_support import (
     script_env,
 )
 
-# Runs processes of its own: never beside another test that does (see pyproject.toml).
-pytestmark = pytest.mark.xdist_group("processes")
+# Its deploys run scripts and a moto server, with nothing timed but their 120 s bound: a group
+# of their own, beside the "processes" group rather than after it on the same test process.
+pytestmark = pytest.mark.xdist_group("deploy")
 
 revision = load_script("check_deployment").revision
 REGISTRY = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com"
