@@ -85,7 +85,9 @@ class EdgeMiddleware:
         started = time.perf_counter()
         headers = Headers(scope=scope)
         given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        # A UUID in its canonical form: log scrubbing takes 32 bare hex digits for a credential,
+        # and a request id it redacts can no longer be found in the access log.
+        request_id = given if _REQUEST_ID.match(given) else str(uuid.uuid4())
         state = _state(scope)
         state["request_id"] = request_id
         status = 500
