@@ -2,19 +2,25 @@
 (everything but the SQS call) measured apart from the SQS emulator's.
 
 The API runs in this process with a queue that times its SendMessage calls; each request's
-SQS time is paired with it by the batch id its job names. Clients post for distinct orgs, one
-connection at a time and then over 16 at once. Then `POST /evaluations/bulk` for 1,000 other
-orgs at once, against the single triggers' rate over one connection.
+SQS time is paired with it by the batch id its job names. A request's time is the API's own
+measure of it, the access log's latency (from the request's arrival at the app to its
+response): the client shares this process, and its own time is not the API's. The time the
+client saw is printed beside it. Clients post for distinct orgs, one connection at a time and
+then over 16 at once. Then `POST /evaluations/bulk` for 1,000 other orgs at once, against the
+single triggers' rate over one connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import secrets
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import httpx
 from pydantic import SecretStr
@@ -63,12 +69,48 @@ class TimedQueue(SqsQueue):
                 self.sends[message.batch_id] = time.perf_counter() - started
 
 
+class AccessLatencies(logging.Handler):
+    """The API's access log: each request's latency as the API measured it, by request id."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        request_id, latency_ms = (getattr(record, k, None) for k in ("request_id", "latency_ms"))
+        if isinstance(request_id, str) and isinstance(latency_ms, float | int):
+            self.seconds[request_id] = latency_ms / 1000
+
+
+@contextlib.contextmanager
+def access_latencies() -> Iterator[AccessLatencies]:
+    """The access log's latencies while the block runs, in place of its lines."""
+    access = logging.getLogger("senso.access")
+    handler = AccessLatencies()
+    handlers, level = access.handlers[:], access.level
+    access.handlers[:] = [handler]
+    access.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        access.handlers[:] = handlers
+        access.setLevel(level)
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """One trigger's time: as the client saw it, and as the API measured it."""
+
+    client: float
+    api: float
+
+
 async def _trigger_all(
-    api: httpx.AsyncClient, orgs: list[str], connections: int
-) -> tuple[dict[uuid.UUID, float], float]:
-    """Each org's trigger, over `connections` clients at once: latency by batch id, and the
+    api: httpx.AsyncClient, orgs: list[str], connections: int, access: AccessLatencies
+) -> tuple[dict[uuid.UUID, Timed], float]:
+    """Each org's trigger, over `connections` clients at once: its times by batch id, and the
     seconds it all took."""
-    totals: dict[uuid.UUID, float] = {}
+    seen: dict[uuid.UUID, tuple[float, str]] = {}
     pending = list(reversed(orgs))
 
     async def client() -> None:
@@ -77,11 +119,47 @@ async def _trigger_all(
             began = time.perf_counter()
             response = await api.post(f"/orgs/{org_id}/evaluations", json={})
             response.raise_for_status()
-            totals[uuid.UUID(response.json()["batch_id"])] = time.perf_counter() - began
+            seconds = time.perf_counter() - began
+            seen[uuid.UUID(response.json()["batch_id"])] = (
+                seconds,
+                response.headers["x-request-id"],
+            )
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))
-    return totals, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    # A request is logged once its response is sent: the last ones may still be finishing.
+    deadline = time.monotonic() + 5
+    while any(rid not in access.seconds for _, rid in seen.values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("requests missing from the access log")
+        await asyncio.sleep(0.001)
+    timed = {b: Timed(seconds, access.seconds[rid]) for b, (seconds, rid) in seen.items()}
+    return timed, elapsed
+
+
+def _p50(seconds: Iterable[float]) -> float:
+    """The median, in milliseconds."""
+    return statistics.median(seconds) * 1000
+
+
+def _share(
+    totals: dict[uuid.UUID, Timed], sends: dict[uuid.UUID, float], connections: int
+) -> Figure:
+    """The API's own share p50 of the triggers over `connections`, beside SQS's."""
+    alone = connections == 1
+    return Figure(
+        "API's own share p50, 1 connection"
+        if alone
+        else f"API's own share p50, {connections} connections, queued",
+        _p50(totals[b].api - sends[b] for b in totals),
+        "ms",
+        _p50(sends[b] for b in totals),
+        "the SQS emulator's share p50",
+        # What a request costs is read alone: with more connections than cores, a request's
+        # time includes waiting for the others.
+        "≤ 10 ms" if alone else "",
+    )
 
 
 async def scenario(quick: bool) -> None:
@@ -114,30 +192,17 @@ async def scenario(quick: bool) -> None:
                     orgs = await seed_orgs(url, count * len(CONNECTIONS), MATRIX)
                     for n, connections in enumerate(CONNECTIONS):
                         mine = orgs[n * count : (n + 1) * count]
-                        totals, seconds = await _trigger_all(api, mine, connections)
-                        paired = [(totals[b], queue.sends[b]) for b in totals if b in queue.sends]
-                        api_share = [total - sqs for total, sqs in paired]
-                        sqs_share = [sqs for _, sqs in paired]
-                        alone = connections == 1
-                        figures.append(
-                            Figure(
-                                "API's own share p50, 1 connection"
-                                if alone
-                                else f"API's own share p50, {connections} connections, queued",
-                                statistics.median(api_share) * 1000,
-                                "ms",
-                                statistics.median(sqs_share) * 1000,
-                                "the SQS emulator's share p50",
-                                # What a request costs is read alone: with more connections
-                                # than cores, a request's time includes waiting for the others.
-                                "≤ 10 ms" if alone else "",
-                            )
-                        )
+                        with access_latencies() as access:
+                            totals, seconds = await _trigger_all(api, mine, connections, access)
+                        figures.append(_share(totals, queue.sends, connections))
                         rate = len(totals) / seconds
                         notes.append(
                             f"{connections} connection(s): {len(totals)} batches of "
-                            f"{MATRIX.runs} runs at {rate:.1f} req/s, request "
-                            f"p50 {statistics.median(list(totals.values())) * 1000:.1f} ms"
+                            f"{MATRIX.runs} runs at {rate:.1f} req/s, request p50 "
+                            f"{_p50(t.api for t in totals.values()):.1f} ms as the API measured "
+                            f"it, {_p50(t.client for t in totals.values()):.1f} ms as its client "
+                            f"saw it (the API's own share so: "
+                            f"{_p50(t.client - queue.sends[b] for b, t in totals.items()):.1f} ms)"
                             + (
                                 ""
                                 if connections != ISSUE_CONNECTIONS
