@@ -8,6 +8,7 @@ from decimal import Decimal
 from app.analysis.base import AnswerAnalysis, VariationResult
 from app.analysis.reading import read_answer
 from app.analysis.spellings import rule_variations
+from app.offload import read_off_loop
 
 SIMULATED_SOURCE = "simulated"
 
@@ -35,7 +36,9 @@ class SimulatedAnalyst:
         variations: Sequence[str],
         tracked_competitors: Sequence[str],
     ) -> AnswerAnalysis:
-        reading = read_answer(answer, (org_name, *variations), tracked_competitors)
+        reading = await read_off_loop(
+            answer, read_answer, answer, (org_name, *variations), tracked_competitors
+        )
         return AnswerAnalysis(
             competitors=reading.competitors,
             sentiment=reading.sentiment,

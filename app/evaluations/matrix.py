@@ -73,6 +73,7 @@ from app.extraction import EXTRACTION_VERSION, Extraction, OrgProfile, extract
 from app.jobs import JobControl, JobInterruptedError
 from app.loops import LoopGaveUpError, LoopPolicy, LoopService
 from app.metrics import count_retry, observe_run
+from app.offload import read_off_loop
 from app.scrub import scrub_secrets
 
 logger = logging.getLogger(__name__)
@@ -314,7 +315,9 @@ class MatrixRunner:
         # completes with no mention and no citation.
         if answer.surface_present:
             subject = self._subject
-            extraction = extract(
+            extraction = await read_off_loop(
+                answer.text,
+                extract,
                 subject.profile,
                 answer.text,
                 [(c.url, c.title) for c in answer.citations],

@@ -47,6 +47,7 @@ from app.evaluations.summaries import store_summary
 from app.extraction import EXTRACTION_VERSION, extract
 from app.jobs import JobControl, JobInterruptedError, JobKind
 from app.logging import log_context
+from app.offload import read_off_loop
 from app.orgs.service import get_org
 from app.queue.messages import RescoreOrg
 from app.queue.sqs import SqsQueue
@@ -239,9 +240,12 @@ async def rescore_batch(
             for c in stored.get("citations", [])
             if isinstance(c, dict) and c.get("url")
         ]
-        extraction = extract(
+        answer = run.answer_text or ""
+        extraction = await read_off_loop(
+            answer,
+            extract,
             subject.profile,
-            run.answer_text or "",
+            answer,
             citations,
             subject.variations,
             subject.brand.competitors,
