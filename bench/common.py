@@ -8,8 +8,9 @@ import contextlib
 import os
 import secrets
 import statistics
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +27,8 @@ from app.context import AppContext
 from app.db.migrate import upgrade
 from app.db.models import Base, Org, OrgEngine, OrgLocation, OrgQuestion, Partner
 from app.metrics import DATABASE_PINGS
+from app.queue.messages import EvaluateOrg, Message
+from app.queue.sqs import SqsQueue
 from app.settings import Settings
 from devtools.embedded import serve_api
 from devtools.emulator.config import PROVIDERS
@@ -326,3 +329,28 @@ def p99(values: list[float]) -> float:
     if len(values) < 2:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+class TimedQueue(SqsQueue):
+    """The real SQS client, timing each send by the batch its job names, and SendMessageBatch
+    calls all together."""
+
+    def __init__(self, settings: Settings, queue_url: str) -> None:
+        super().__init__(settings, queue_url)
+        self.sends: dict[uuid.UUID, float] = {}
+        self.batch_seconds = 0.0
+
+    async def send_batch(self, messages: Sequence[Message]) -> list[bool]:
+        started = time.perf_counter()
+        try:
+            return await super().send_batch(messages)
+        finally:
+            self.batch_seconds += time.perf_counter() - started
+
+    async def send(self, message: Message, *, delay_seconds: int = 0) -> str:
+        started = time.perf_counter()
+        try:
+            return await super().send(message, delay_seconds=delay_seconds)
+        finally:
+            if isinstance(message, EvaluateOrg):
+                self.sends[message.batch_id] = time.perf_counter() - started

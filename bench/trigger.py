@@ -19,19 +19,18 @@ import secrets
 import statistics
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import httpx
 from pydantic import SecretStr
 
 from app.context import AppContext
-from app.queue.messages import EvaluateOrg, Message
 from app.queue.provision import create_queue_with_dlq
-from app.queue.sqs import SqsQueue
 from bench.common import (
     Figure,
     Matrix,
+    TimedQueue,
     bench_settings,
     report,
     scratch_database,
@@ -44,29 +43,6 @@ CONNECTIONS = (1, 16)
 BULK = 1000
 # Issue 13's figure before: requests per second at 16 connections.
 ISSUE_RATE, ISSUE_CONNECTIONS = 17, 16
-
-
-class TimedQueue(SqsQueue):
-    """The real SQS client, timing each send by the batch its job names, and SendMessageBatch
-    calls all together."""
-
-    sends: dict[uuid.UUID, float]
-    batch_seconds: float = 0.0
-
-    async def send_batch(self, messages: Sequence[Message]) -> list[bool]:
-        started = time.perf_counter()
-        try:
-            return await super().send_batch(messages)
-        finally:
-            self.batch_seconds += time.perf_counter() - started
-
-    async def send(self, message: Message, *, delay_seconds: int = 0) -> str:
-        started = time.perf_counter()
-        try:
-            return await super().send(message, delay_seconds=delay_seconds)
-        finally:
-            if isinstance(message, EvaluateOrg):
-                self.sends[message.batch_id] = time.perf_counter() - started
 
 
 class AccessLatencies(logging.Handler):
@@ -178,7 +154,6 @@ async def scenario(quick: bool) -> None:
             async with AppContext.create(settings) as context:
                 context.require_queue().close()
                 queue = TimedQueue(settings, queue_url)
-                queue.sends = {}
                 context.queue = queue
                 async with (
                     serve_api(settings, context) as api_url,
@@ -220,7 +195,6 @@ async def scenario(quick: bool) -> None:
                         base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
                     )
                     queue = TimedQueue(settings, bulk_url)
-                    queue.sends = {}
                     context.queue = queue
                     started = time.perf_counter()
                     response = await api.post(
