@@ -52,8 +52,16 @@ class _Clients:
         timeout = settings.sqs_call_timeout
         self.call_deadline = timeout * settings.sqs_call_attempts
         retries: Any = {"max_attempts": settings.sqs_call_attempts, "mode": "standard"}
+        # A connection for each thread: with fewer, the pool throws away what a call beyond
+        # it opened (a warning each time) and a later call pays a new handshake.
         self.calls: SQSClient = self._client(
-            settings, Config(connect_timeout=timeout, read_timeout=timeout, retries=retries)
+            settings,
+            Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries=retries,
+                max_pool_connections=_THREADS,
+            ),
         )
         # The read timeout must outlast a 20 s long poll, or every empty receive would fail.
         self.polls: SQSClient = self._client(
@@ -62,6 +70,7 @@ class _Clients:
                 connect_timeout=timeout,
                 read_timeout=settings.sqs_wait_seconds + timeout,
                 retries=retries,
+                max_pool_connections=_THREADS,
             ),
         )
         self.poll_deadline = (settings.sqs_wait_seconds + timeout) * settings.sqs_call_attempts
