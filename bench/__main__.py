@@ -6,7 +6,8 @@ engine emulator — and prints each figure beside a baseline measured in the sam
 ratio: the machine is shared, so ratios carry over where absolute times do not. Each scenario
 is bounded in time; the default run takes five to six minutes, `--quick` under one (it runs
 `drain` and `memory` only when they are named). `flood` (10,000 orgs triggered at once, up to
-fifteen minutes) runs only when named.
+fifteen minutes) runs only when named. `drain` measures BENCH_DRAIN_WORKERS worker processes
+(2 by default) against one.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ async def main() -> None:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
     configure_logging(Settings(log_level="WARNING"))
     chosen = args.scenarios or (QUICK if args.quick else FULL)
+    if "drain" in chosen:
+        try:
+            drain.drain_workers()
+        except ValueError as exc:
+            parser.error(str(exc))
     started = time.monotonic()
     for name in chosen:
         began = time.monotonic()
