@@ -10,7 +10,7 @@ import secrets
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -320,6 +320,11 @@ def _pings() -> float:
         for sample in metric.samples
         if sample.name.endswith("_total")
     )
+
+
+def median_ms(seconds: Iterable[float]) -> float:
+    """The median of `seconds`, in milliseconds."""
+    return statistics.median(seconds) * 1000
 
 
 def p99(values: list[float]) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -39,6 +38,7 @@ from bench.common import (
     Matrix,
     api_client,
     bench_settings,
+    median_ms,
     p99,
     report,
     scratch_database,
@@ -270,7 +270,7 @@ async def _timed_get(api: httpx.AsyncClient, path: str, into: list[float]) -> No
 
 
 def _p50(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:.1f}" if values else "-"
+    return f"{median_ms(values):.1f}" if values else "-"
 
 
 def _p99_figure(name: str, during: list[float], idle: list[float], goal: str = "") -> list[Figure]:

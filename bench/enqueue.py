@@ -146,7 +146,6 @@ async def scenario(quick: bool) -> None:
                 started = time.perf_counter()
                 results = await enqueue_all(context, per_second=1_000_000)
                 seconds = time.perf_counter() - started
-                timed.close()
             async with AppContext.create(settings, DaysOn(2)) as context:
                 creating = await _set_based_creation(context)
             enqueued = sum(1 for r in results if r.outcome == "enqueued")

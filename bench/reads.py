@@ -9,7 +9,6 @@ reads see finished batches. Latencies are of the real API over loopback HTTP.
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 
@@ -29,6 +28,7 @@ from bench.common import (
     api_client,
     bench_settings,
     create_orgs,
+    median_ms,
     p99,
     report,
     scratch_database,
@@ -136,9 +136,9 @@ async def scenario(quick: bool) -> None:
         [
             Figure(
                 f"GET /batches/{{id}} p50 at {LARGE.runs:,} runs",
-                statistics.median(large) * 1000,
+                median_ms(large),
                 "ms",
-                statistics.median(small) * 1000,
+                median_ms(small),
                 f"p50 at {SMALL.runs} runs",
                 "≈ ×1",
             ),
@@ -152,17 +152,17 @@ async def scenario(quick: bool) -> None:
             ),
             Figure(
                 f"results?limit=50 p50 at {LARGE.runs:,} runs",
-                statistics.median(first_10k) * 1000,
+                median_ms(first_10k),
                 "ms",
-                statistics.median(first_100) * 1000,
+                median_ms(first_100),
                 f"p50 at {MEDIUM.runs} runs",
                 "≤ ×3",
             ),
             Figure(
                 "results?limit=50 p50, page half way (cursor)",
-                statistics.median(deep_10k) * 1000,
+                median_ms(deep_10k),
                 "ms",
-                statistics.median(first_10k) * 1000,
+                median_ms(first_10k),
                 "the first page",
                 "≈ ×1",
             ),

@@ -16,10 +16,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import statistics
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -32,6 +31,7 @@ from bench.common import (
     Matrix,
     TimedQueue,
     bench_settings,
+    median_ms,
     report,
     scratch_database,
     seed_orgs,
@@ -114,11 +114,6 @@ async def _trigger_all(
     return timed, elapsed
 
 
-def _p50(seconds: Iterable[float]) -> float:
-    """The median, in milliseconds."""
-    return statistics.median(seconds) * 1000
-
-
 def _share(
     totals: dict[uuid.UUID, Timed], sends: dict[uuid.UUID, float], connections: int
 ) -> Figure:
@@ -128,14 +123,35 @@ def _share(
         "API's own share p50, 1 connection"
         if alone
         else f"API's own share p50, {connections} connections, queued",
-        _p50(totals[b].api - sends[b] for b in totals),
+        median_ms(totals[b].api - sends[b] for b in totals),
         "ms",
-        _p50(sends[b] for b in totals),
+        median_ms(sends[b] for b in totals),
         "the SQS emulator's share p50",
         # What a request costs is read alone: with more connections than cores, a request's
         # time includes waiting for the others.
         "≤ 10 ms" if alone else "",
     )
+
+
+def _note(
+    totals: dict[uuid.UUID, Timed], sends: dict[uuid.UUID, float], connections: int, rate: float
+) -> str:
+    """The triggers over `connections`: their rate, and their p50 as the API and its client saw
+    them."""
+    api = median_ms(t.api for t in totals.values())
+    client = median_ms(t.client for t in totals.values())
+    client_share = median_ms(t.client - sends[b] for b, t in totals.items())
+    note = (
+        f"{connections} connection(s): {len(totals)} batches of {MATRIX.runs} runs at "
+        f"{rate:.1f} req/s, request p50 {api:.1f} ms as the API measured it, {client:.1f} ms as "
+        f"its client saw it (the API's own share so: {client_share:.1f} ms)"
+    )
+    if connections == ISSUE_CONNECTIONS:
+        note += (
+            f"; issue 13 measured {ISSUE_RATE} req/s at {ISSUE_CONNECTIONS} connections, on "
+            f"its own machine: ×{rate / ISSUE_RATE:.1f} that"
+        )
+    return note
 
 
 async def scenario(quick: bool) -> None:
@@ -171,21 +187,7 @@ async def scenario(quick: bool) -> None:
                             totals, seconds = await _trigger_all(api, mine, connections, access)
                         figures.append(_share(totals, queue.sends, connections))
                         rate = len(totals) / seconds
-                        notes.append(
-                            f"{connections} connection(s): {len(totals)} batches of "
-                            f"{MATRIX.runs} runs at {rate:.1f} req/s, request p50 "
-                            f"{_p50(t.api for t in totals.values()):.1f} ms as the API measured "
-                            f"it, {_p50(t.client for t in totals.values()):.1f} ms as its client "
-                            f"saw it (the API's own share so: "
-                            f"{_p50(t.client - queue.sends[b] for b, t in totals.items()):.1f} ms)"
-                            + (
-                                ""
-                                if connections != ISSUE_CONNECTIONS
-                                else f"; issue 13 measured {ISSUE_RATE} req/s at "
-                                f"{ISSUE_CONNECTIONS} connections, on its own machine: "
-                                f"×{rate / ISSUE_RATE:.1f} that"
-                            )
-                        )
+                        notes.append(_note(totals, queue.sends, connections, rate))
                         rates.append(rate)
                     bulk_orgs = await seed_orgs(url, BULK if not quick else 200, MATRIX)
                     # Moto reads every message of a queue to take one more: the bulk's jobs
@@ -216,5 +218,4 @@ async def scenario(quick: bool) -> None:
                         f"bulk: {created} of {len(bulk_orgs)} created in {bulk_seconds:.2f} s, "
                         f"of which {queue.batch_seconds:.2f} s in SendMessageBatch"
                     )
-                queue.close()
     report("trigger: POST /orgs/{id}/evaluations", figures, notes)

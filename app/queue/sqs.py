@@ -52,27 +52,20 @@ class _Clients:
         timeout = settings.sqs_call_timeout
         self.call_deadline = timeout * settings.sqs_call_attempts
         retries: Any = {"max_attempts": settings.sqs_call_attempts, "mode": "standard"}
-        # A connection for each thread: with fewer, the pool throws away what a call beyond
-        # it opened (a warning each time) and a later call pays a new handshake.
-        self.calls: SQSClient = self._client(
-            settings,
-            Config(
+
+        def config(read_timeout: float) -> Config:
+            # A connection for each thread: with fewer, the pool throws away what a call beyond
+            # it opened (a warning each time) and a later call pays a new handshake.
+            return Config(
                 connect_timeout=timeout,
-                read_timeout=timeout,
+                read_timeout=read_timeout,
                 retries=retries,
                 max_pool_connections=_THREADS,
-            ),
-        )
+            )
+
+        self.calls: SQSClient = self._client(settings, config(timeout))
         # The read timeout must outlast a 20 s long poll, or every empty receive would fail.
-        self.polls: SQSClient = self._client(
-            settings,
-            Config(
-                connect_timeout=timeout,
-                read_timeout=settings.sqs_wait_seconds + timeout,
-                retries=retries,
-                max_pool_connections=_THREADS,
-            ),
-        )
+        self.polls: SQSClient = self._client(settings, config(settings.sqs_wait_seconds + timeout))
         self.poll_deadline = (settings.sqs_wait_seconds + timeout) * settings.sqs_call_attempts
         self.executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="sqs")
 
