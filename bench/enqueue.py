@@ -9,7 +9,7 @@ SendMessage of its own. It runs a day earlier than `enqueue_all` (the clock is m
 find every org without a batch. Both send as many jobs, each to a queue of its own: moto reads
 every message of a queue to send one more (real SQS does not), so a fuller queue would slow
 whichever path sent to it. Both rates are printed again with the time in SQS calls left out,
-so what is ours shows apart from the emulator's cost (about 3 ms of moto's CPU per message even
+so what is ours shows apart from the emulator's cost (about 3 ms of moto's time per message even
 inside a SendMessageBatch).
 """
 
