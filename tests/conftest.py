@@ -26,6 +26,7 @@ from devtools.embedded import moto_sqs_server, serve_api
 from devtools.emulator.config import EmulatorConfig
 from devtools.emulator.server import EmulatorServer
 from tests.clock import OffsetClock
+from tests.databases import DatabasePool
 from tests.private_postgres import PrivatePostgres
 
 # moto's server logs every request it answers; the tests' own logs are what matter.
@@ -55,7 +56,7 @@ def sqs_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def template_database() -> AsyncIterator[str]:
-    """Migrated once; every test copies it (CREATE DATABASE … TEMPLATE) in a few ms."""
+    """Migrated once; the databases tests use are copies of it (see `tests/databases.py`)."""
     name = f"senso_tpl_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
     try:
@@ -69,17 +70,20 @@ async def template_database() -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.fixture(scope="session")
+async def databases(template_database: str) -> AsyncIterator[DatabasePool]:
+    pool = DatabasePool(POSTGRES_ADMIN_URL, template_database)
+    await pool.open()
+    yield pool
+    await pool.close()
+
+
 @pytest.fixture
-async def postgres_url(template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database of this test's own."""
-    name = f"senso_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-        yield _database_url(name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+async def postgres_url(databases: DatabasePool) -> AsyncIterator[str]:
+    """An empty, migrated database of this test's own."""
+    name = await databases.take()
+    yield _database_url(name)
+    await databases.give_back(name)
 
 
 @pytest.fixture
