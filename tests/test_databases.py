@@ -1,11 +1,22 @@
-"""The test databases' pool: a reused database is empty, renamed, and the template's schema."""
+"""The test databases' pool (the one the other tests' databases come from): a reused database
+is empty, renamed, and the template's schema."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
+import pytest
 
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.databases import DatabasePool
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    yield connection
+    await connection.close()
 
 
 def _url(name: str) -> str:
@@ -17,78 +28,64 @@ async def _names(admin: asyncpg.Connection) -> set[str]:
     return {row[0] for row in rows}
 
 
-async def test_a_database_given_back_comes_again_empty_under_a_new_name(
-    template_database: str,
-) -> None:
-    pool = DatabasePool(POSTGRES_ADMIN_URL, template_database)
-    await pool.open()
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        first = await pool.take()
-        connection = await asyncpg.connect(_url(first))
-        partner = await connection.fetchval(
-            "INSERT INTO partners (id, name, balance, reserved, price_per_run, created_at,"
-            " updated_at) VALUES (gen_random_uuid(), 'p', 1, 0, 0.05, now(), now()) RETURNING id"
-        )
-        await connection.execute(
-            "INSERT INTO orgs (id, partner_id, name, aliases, domains, competitors, active,"
-            " created_at, updated_at)"
-            " VALUES (gen_random_uuid(), $1, 'o', '[]', '[]', '[]', true, now(), now())",
-            partner,
-        )
-        # Left open: giving the database back ends the test's connections.
-        await pool.give_back(first)
-        assert connection.is_closed() or not await _alive(connection)
-        connection.terminate()
-
-        second = await pool.take()
-        assert second != first
-        assert first not in await _names(admin)
-        reused = await asyncpg.connect(_url(second))
-        try:
-            assert await reused.fetchval("SELECT count(*) FROM partners") == 0
-            assert await reused.fetchval("SELECT count(*) FROM orgs") == 0
-        finally:
-            await reused.close()
-        await pool.give_back(second)
-    finally:
-        await pool.close()
-        await admin.close()
-
-
-async def test_a_database_whose_schema_changed_is_dropped_not_reused(
-    template_database: str,
-) -> None:
-    pool = DatabasePool(POSTGRES_ADMIN_URL, template_database)
-    await pool.open()
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        changed = await pool.take()
-        connection = await asyncpg.connect(_url(changed))
-        await connection.execute("ALTER TABLE partners ADD COLUMN note text")
-        await connection.close()
-        await pool.give_back(changed)
-        # The changed database is gone, and the next one is a new copy of the template.
-        assert changed not in await _names(admin)
-        fresh = await pool.take()
-        connection = await asyncpg.connect(_url(fresh))
-        try:
-            columns = await connection.fetch(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_name = 'partners' AND column_name = 'note'"
-            )
-            assert columns == []
-        finally:
-            await connection.close()
-        await pool.give_back(fresh)
-    finally:
-        await pool.close()
-        await admin.close()
-
-
 async def _alive(connection: asyncpg.Connection) -> bool:
     try:
         await connection.fetchval("SELECT 1")
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         return False
     return True
+
+
+async def test_a_database_given_back_comes_again_empty_under_a_new_name(
+    databases: DatabasePool, admin: asyncpg.Connection
+) -> None:
+    first = await databases.take()
+    connection = await asyncpg.connect(_url(first))
+    partner = await connection.fetchval(
+        "INSERT INTO partners (id, name, balance, reserved, price_per_run, created_at,"
+        " updated_at) VALUES (gen_random_uuid(), 'p', 1, 0, 0.05, now(), now()) RETURNING id"
+    )
+    await connection.execute(
+        "INSERT INTO orgs (id, partner_id, name, aliases, domains, competitors, active,"
+        " created_at, updated_at)"
+        " VALUES (gen_random_uuid(), $1, 'o', '[]', '[]', '[]', true, now(), now())",
+        partner,
+    )
+    # Left open: giving the database back ends the test's connections.
+    await databases.give_back(first)
+    assert connection.is_closed() or not await _alive(connection)
+    connection.terminate()
+
+    second = await databases.take()
+    assert second != first
+    assert first not in await _names(admin)
+    reused = await asyncpg.connect(_url(second))
+    try:
+        assert await reused.fetchval("SELECT count(*) FROM partners") == 0
+        assert await reused.fetchval("SELECT count(*) FROM orgs") == 0
+    finally:
+        await reused.close()
+    await databases.give_back(second)
+
+
+async def test_a_database_whose_schema_changed_is_dropped_not_reused(
+    databases: DatabasePool, admin: asyncpg.Connection
+) -> None:
+    changed = await databases.take()
+    connection = await asyncpg.connect(_url(changed))
+    await connection.execute("ALTER TABLE partners ADD COLUMN note text")
+    await connection.close()
+    await databases.give_back(changed)
+    # The changed database is gone, and the next one is a new copy of the template.
+    assert changed not in await _names(admin)
+    fresh = await databases.take()
+    connection = await asyncpg.connect(_url(fresh))
+    try:
+        columns = await connection.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'partners' AND column_name = 'note'"
+        )
+        assert columns == []
+    finally:
+        await connection.close()
+    await databases.give_back(fresh)
