@@ -3,7 +3,7 @@ is empty, renamed, and the template's schema."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -17,6 +17,24 @@ async def admin() -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
     yield connection
     await connection.close()
+
+
+Take = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture
+async def take(databases: DatabasePool, admin: asyncpg.Connection) -> AsyncIterator[Take]:
+    """The pool's `take`; a database a failing test did not give back is dropped after it."""
+    names: list[str] = []
+
+    async def take_one() -> str:
+        names.append(await databases.take())
+        return names[-1]
+
+    yield take_one
+    for name in names:
+        # A database given back lives on under another name: these are gone unless left over.
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _url(name: str) -> str:
@@ -37,9 +55,9 @@ async def _alive(connection: asyncpg.Connection) -> bool:
 
 
 async def test_a_database_given_back_comes_again_empty_under_a_new_name(
-    databases: DatabasePool, admin: asyncpg.Connection
+    databases: DatabasePool, admin: asyncpg.Connection, take: Take
 ) -> None:
-    first = await databases.take()
+    first = await take()
     connection = await asyncpg.connect(_url(first))
     partner = await connection.fetchval(
         "INSERT INTO partners (id, name, balance, reserved, price_per_run, created_at,"
@@ -56,7 +74,7 @@ async def test_a_database_given_back_comes_again_empty_under_a_new_name(
     assert connection.is_closed() or not await _alive(connection)
     connection.terminate()
 
-    second = await databases.take()
+    second = await take()
     assert second != first
     assert first not in await _names(admin)
     reused = await asyncpg.connect(_url(second))
@@ -69,16 +87,16 @@ async def test_a_database_given_back_comes_again_empty_under_a_new_name(
 
 
 async def test_a_database_whose_schema_changed_is_dropped_not_reused(
-    databases: DatabasePool, admin: asyncpg.Connection
+    databases: DatabasePool, admin: asyncpg.Connection, take: Take
 ) -> None:
-    changed = await databases.take()
+    changed = await take()
     connection = await asyncpg.connect(_url(changed))
     await connection.execute("ALTER TABLE partners ADD COLUMN note text")
     await connection.close()
     await databases.give_back(changed)
     # The changed database is gone, and the next one is a new copy of the template.
     assert changed not in await _names(admin)
-    fresh = await databases.take()
+    fresh = await take()
     connection = await asyncpg.connect(_url(fresh))
     try:
         columns = await connection.fetch(
