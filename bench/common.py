@@ -345,6 +345,15 @@ class TimedQueue(SqsQueue):
         self.sends: dict[uuid.UUID, float] = {}
         self.batch_seconds = 0.0
 
+    @classmethod
+    def instead_of(cls, context: AppContext, queue_url: str) -> TimedQueue:
+        """A timed queue at `queue_url` in place of the context's own, which is closed; the
+        context closes this one on exit."""
+        context.require_queue().close()
+        timed = cls(context.settings, queue_url)
+        context.queue = timed
+        return timed
+
     async def send_batch(self, messages: Sequence[Message]) -> list[bool]:
         started = time.perf_counter()
         try:

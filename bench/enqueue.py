@@ -140,9 +140,7 @@ async def scenario(quick: bool) -> None:
                 await _one_at_a_time(context, orgs, split)
             tomorrow = settings.model_copy(update={"sqs_queue_url": queues[1]})
             async with AppContext.create(tomorrow, DaysOn(1)) as context:
-                context.require_queue().close()
-                timed = TimedQueue(tomorrow, queues[1])
-                context.queue = timed
+                timed = TimedQueue.instead_of(context, queues[1])
                 started = time.perf_counter()
                 results = await enqueue_all(context, per_second=1_000_000)
                 seconds = time.perf_counter() - started

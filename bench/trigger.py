@@ -168,9 +168,7 @@ async def scenario(quick: bool) -> None:
             )
             settings = base.model_copy(update={"sqs_queue_url": queue_url})
             async with AppContext.create(settings) as context:
-                context.require_queue().close()
-                queue = TimedQueue(settings, queue_url)
-                context.queue = queue
+                queue = TimedQueue.instead_of(context, queue_url)
                 async with (
                     serve_api(settings, context) as api_url,
                     httpx.AsyncClient(
@@ -192,12 +190,10 @@ async def scenario(quick: bool) -> None:
                     bulk_orgs = await seed_orgs(url, BULK if not quick else 200, MATRIX)
                     # Moto reads every message of a queue to take one more: the bulk's jobs
                     # go to a queue of their own.
-                    queue.close()
                     bulk_url = create_queue_with_dlq(
                         base, f"bench-{uuid.uuid4().hex[:8]}", max_receive_count=5
                     )
-                    queue = TimedQueue(settings, bulk_url)
-                    context.queue = queue
+                    queue = TimedQueue.instead_of(context, bulk_url)
                     started = time.perf_counter()
                     response = await api.post(
                         "/evaluations/bulk", json={"org_ids": bulk_orgs}, timeout=80
