@@ -49,16 +49,22 @@ class DatabasePool:
         self._free: list[str] = []
         self._schema = ""
         self._tables: list[str] = []
+        self._holding = ""
         self._admin: asyncpg.Connection | None = None
 
     async def open(self) -> None:
-        template = await asyncpg.connect(self._url(self._template))
+        template = await asyncpg.connect(self.url(self._template))
         try:
             self._schema = await template.fetchval(_SCHEMA)
             self._tables = [row[0] for row in await template.fetch(_TABLES)]
         finally:
             # A template anyone is connected to cannot be copied.
             await template.close()
+        # Which tables hold rows: the index of each, in one statement.
+        self._holding = " UNION ALL ".join(
+            f"SELECT {i} WHERE EXISTS (SELECT FROM {_quoted(table)})"  # noqa: S608 - catalogue names
+            for i, table in enumerate(self._tables)
+        )
         self._admin = await asyncpg.connect(self._admin_url)
 
     async def close(self) -> None:
@@ -104,14 +110,10 @@ class DatabasePool:
             await admin.execute(f"DROP DATABASE IF EXISTS {_quoted(stale)} WITH (FORCE)")
 
     async def _emptied(self, name: str) -> bool:
-        connection = await asyncpg.connect(self._url(name), timeout=10)
+        connection = await asyncpg.connect(self.url(name), timeout=10)
         try:
             await connection.execute("SET lock_timeout = '5s'")
-            probes = " UNION ALL ".join(
-                f"SELECT {i} WHERE EXISTS (SELECT FROM {_quoted(table)})"  # noqa: S608 - catalogue names
-                for i, table in enumerate(self._tables)
-            )
-            holding = [self._tables[row[0]] for row in await connection.fetch(probes)]
+            holding = [self._tables[row[0]] for row in await connection.fetch(self._holding)]
             if holding:
                 # Rows deleted with the foreign keys' triggers off, in any order: a TRUNCATE …
                 # CASCADE gives every table it reaches new files, which cost what a copy does.
@@ -122,7 +124,8 @@ class DatabasePool:
         finally:
             await connection.close()
 
-    def _url(self, name: str) -> str:
+    def url(self, name: str) -> str:
+        """The database's URL, as asyncpg takes it."""
         return f"{self._admin_url.rsplit('/', 1)[0]}/{name}"
 
     def _connected(self) -> asyncpg.Connection:

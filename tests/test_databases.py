@@ -37,10 +37,6 @@ async def take(databases: DatabasePool, admin: asyncpg.Connection) -> AsyncItera
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _url(name: str) -> str:
-    return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-
-
 async def _names(admin: asyncpg.Connection) -> set[str]:
     rows = await admin.fetch("SELECT datname FROM pg_database")
     return {row[0] for row in rows}
@@ -58,7 +54,7 @@ async def test_a_database_given_back_comes_again_empty_under_a_new_name(
     databases: DatabasePool, admin: asyncpg.Connection, take: Take
 ) -> None:
     first = await take()
-    connection = await asyncpg.connect(_url(first))
+    connection = await asyncpg.connect(databases.url(first))
     partner = await connection.fetchval(
         "INSERT INTO partners (id, name, balance, reserved, price_per_run, created_at,"
         " updated_at) VALUES (gen_random_uuid(), 'p', 1, 0, 0.05, now(), now()) RETURNING id"
@@ -77,7 +73,7 @@ async def test_a_database_given_back_comes_again_empty_under_a_new_name(
     second = await take()
     assert second != first
     assert first not in await _names(admin)
-    reused = await asyncpg.connect(_url(second))
+    reused = await asyncpg.connect(databases.url(second))
     try:
         assert await reused.fetchval("SELECT count(*) FROM partners") == 0
         assert await reused.fetchval("SELECT count(*) FROM orgs") == 0
@@ -90,14 +86,14 @@ async def test_a_database_whose_schema_changed_is_dropped_not_reused(
     databases: DatabasePool, admin: asyncpg.Connection, take: Take
 ) -> None:
     changed = await take()
-    connection = await asyncpg.connect(_url(changed))
+    connection = await asyncpg.connect(databases.url(changed))
     await connection.execute("ALTER TABLE partners ADD COLUMN note text")
     await connection.close()
     await databases.give_back(changed)
     # The changed database is gone, and the next one is a new copy of the template.
     assert changed not in await _names(admin)
     fresh = await take()
-    connection = await asyncpg.connect(_url(fresh))
+    connection = await asyncpg.connect(databases.url(fresh))
     try:
         columns = await connection.fetch(
             "SELECT column_name FROM information_schema.columns"
