@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 # Where the environment forbids writing bytecode, every Python process (each test process, each
 # worker, CLI and AWS CLI process a test starts) compiled every module it imported from source
-# again: a third of the suite's CPU. Caches go to __pycache__, which git ignores.
+# again: more than a quarter of `make test`'s CPU. Caches go to __pycache__, which git ignores.
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test lint typecheck unit format bench
@@ -17,7 +17,7 @@ demo: install
 	$(UV) run senso demo
 
 # The type check and the tests side by side: the tests leave part of the two cores idle while
-# they wait on their services, and mypy's minute of CPU fits there.
+# they wait on their services, and mypy's 45–55 s of CPU fits there.
 test: install lint
 	@$(MAKE) --no-print-directory -j2 typecheck unit
 
