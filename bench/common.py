@@ -269,6 +269,16 @@ class RoundTrips:
     def total(self) -> int:
         return self.begins + self.statements + self.commits + self.rollbacks + self.pings
 
+    def __add__(self, other: RoundTrips) -> RoundTrips:
+        return RoundTrips(
+            begins=self.begins + other.begins,
+            statements=self.statements + other.statements,
+            commits=self.commits + other.commits,
+            rollbacks=self.rollbacks + other.rollbacks,
+            checkouts=self.checkouts + other.checkouts,
+            pings=self.pings + other.pings,
+        )
+
 
 @contextlib.contextmanager
 def counting_round_trips(engine: AsyncEngine) -> Iterator[RoundTrips]:

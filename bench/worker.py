@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import math
 import os
 import pstats
 import re
@@ -55,6 +56,7 @@ LARGE = Matrix(
     locations=("US", "GB", "DE", "FR"),
 )
 PROFILE_ENTRIES = 12
+ROUNDS = 4  # of measuring, each followed by its own baseline
 # A stretch of answer with what the rules look for (the org, a competitor, a negation, a list,
 # a link), repeated into a short answer and a long one (a scraped page): per KB, the long one
 # must cost what the short one does.
@@ -79,6 +81,29 @@ class Measured:
     cpu_seconds: float
     trips: RoundTrips
     batches: int
+
+    def __add__(self, other: Measured) -> Measured:
+        return Measured(
+            self.runs + other.runs,
+            self.cpu_seconds + other.cpu_seconds,
+            self.trips + other.trips,
+            self.batches + other.batches,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Pure:
+    """CPU seconds of answering, extracting and analysing `answers` answers, nothing stored."""
+
+    cpu_seconds: float = 0.0
+    answers: int = 0
+
+    def __add__(self, other: Pure) -> Pure:
+        return Pure(self.cpu_seconds + other.cpu_seconds, self.answers + other.answers)
+
+    @property
+    def ms_per_answer(self) -> float:
+        return self.cpu_seconds / max(self.answers, 1) * 1000
 
 
 @contextlib.asynccontextmanager
@@ -132,10 +157,27 @@ async def _completed_runs(context: AppContext, batches: list[Triggered]) -> int:
         return sum(1 for status in statuses if status == "completed")
 
 
-async def _pure_ms(context: AppContext, batches: list[Triggered], repeat: int) -> float:
-    """CPU milliseconds per answer of answering, extracting and analysing the runs of
-    `batches` `repeat` times, with nothing stored: the same answers the worker's figure is of (one
-    batch's own took 1.72 to 2.01 ms an answer from one batch to the next)."""
+async def measure_in_rounds(
+    context: AppContext, batches: list[Triggered], repeat: int
+) -> tuple[Measured, Pure]:
+    """The worker's CPU over `batches`, and its baseline: the same runs' answers answered,
+    extracted and analysed again `repeat` times with nothing stored (one batch's own took 1.72
+    to 2.01 ms an answer from one batch to the next). In ROUNDS rounds, each followed by its
+    baseline: the machine's speed drifts from one minute to the next (ten million additions
+    took 0.99 to 1.76 s on one idle machine)."""
+    size = math.ceil(len(batches) / ROUNDS)
+    measured: Measured | None = None
+    pure = Pure()
+    for at in range(0, len(batches), size):
+        part = batches[at : at + size]
+        done = await run_batches(context, part)
+        measured = done if measured is None else measured + done
+        pure += await _pure(context, part, repeat)
+    assert measured is not None, "no batches to measure"
+    return measured, pure
+
+
+async def _pure(context: AppContext, batches: list[Triggered], repeat: int) -> Pure:
     asks: list[tuple[Subject, str, str, str, int]] = []
     for batch in batches:
         async with context.sessions() as session:
@@ -168,7 +210,7 @@ async def _pure_ms(context: AppContext, batches: list[Triggered], repeat: int) -
             await analyse(
                 context.analyst, question, answer.text, subject.brand, subject.other_names
             )
-    return (time.process_time() - started) / (repeat * len(asks)) * 1000
+    return Pure(time.process_time() - started, repeat * len(asks))
 
 
 def _ms_per_kb(stretches: int, repeat: int) -> float:
@@ -209,13 +251,9 @@ async def scenario(quick: bool) -> None:
         small, large = triggered[SMALL], triggered[LARGE]
         # The first batch of each shape warms caches (prepared statements, imports) up.
         await run_batches(context, small[:1])
-        measured_small = await run_batches(context, small[1:-1])
-        measured_large = await run_batches(context, large[:-1])
-        # Each shape's baseline is the runs measured above, answered again with nothing stored.
-        pure_ms = {
-            SMALL: await _pure_ms(context, small[1:-1], repeat=3),
-            LARGE: await _pure_ms(context, large[:-1], repeat=1),
-        }
+        measured_small, pure_small = await measure_in_rounds(context, small[1:-1], repeat=3)
+        measured_large, pure_large = await measure_in_rounds(context, large[:-1], repeat=1)
+        pure_ms = {SMALL: pure_small.ms_per_answer, LARGE: pure_large.ms_per_answer}
         profile = cProfile.Profile()
         profile.enable()
         await run_batches(context, small[-1:])
