@@ -6,7 +6,9 @@ Orgs of 4 runs each are seeded in the database and their batches created by `enq
 Postgres) drain the queue while this process polls one batch through the API: the batch
 created last, which waits in the backlog until almost the end. The baselines are the same
 run's: the drain by one process, and the same polling, at the same pace, just before the drain.
-Every batch must complete and every completed run be charged exactly once.
+Every batch must complete and every completed run be charged exactly once. The CPU each
+process spends a run — the workers, Postgres, moto, this process — is read from /proc once the
+first 5% of the runs have completed: the emulator's share shows apart from ours.
 
 `senso worker` runs at its default `WORKER_NICE` (19): on a shared host the API goes first.
 moto runs at the lowest priority too, SQS being another host in production.
@@ -44,6 +46,7 @@ from bench.common import (
     scratch_database,
     seed_orgs,
 )
+from bench.cpu import CpuSnapshot, server_pid
 from devtools.embedded import moto_sqs_process
 
 MATRIX = Matrix(questions=1, engines=("openai", "anthropic"), locations=("US", "GB"))
@@ -53,6 +56,8 @@ POLL_PAUSE = 0.05  # seconds between rounds of polling
 # Issue 13's drain of 4-run batches by two workers, before; not measured in the same run.
 ISSUE_RATE = 5.4
 WARM_UP = 5
+# The share of a drain's runs completed before its CPU is counted: the processes have started.
+WARMED = 0.05
 
 
 def drain_workers() -> int:
@@ -77,6 +82,9 @@ class Drain:
     double_charged: int
     unfinished: int
     connections: int  # the most Postgres connections to the database seen during the drain
+    # CPU milliseconds per run by process ("workers", "postgres", "emulator", "here"), from
+    # the first WARMED share of the runs to the end: the workers' start is not counted.
+    cpu_ms: dict[str, float]
 
     @property
     def rate(self) -> float:
@@ -171,8 +179,9 @@ async def _drain(count: int, workers: int, limit: float, samples: int) -> Drain:
                     polled = await database.fetchval(
                         "SELECT id FROM evaluation_batches ORDER BY created_at DESC, id LIMIT 1"
                     )
+                    emulator = server_pid(endpoint, "moto.server")
                     return await _timed_drain(
-                        api, database, str(polled), settings, workers, limit, samples
+                        api, database, str(polled), settings, workers, limit, samples, emulator
                     )
                 finally:
                     await database.close()
@@ -186,6 +195,7 @@ async def _timed_drain(
     workers: int,
     limit: float,
     samples: int,
+    emulator: int | None,
 ) -> Drain:
     idle: list[float] = []
     idle_health: list[float] = []
@@ -200,11 +210,18 @@ async def _timed_drain(
     # Its own monitor: the connections seen are the drain's.
     monitor = _Monitor(database)
     started = time.monotonic()
-    async with worker_processes(settings, workers):
+    total = await _runs(database, completed=False)
+    mark: tuple[int, CpuSnapshot] | None = None
+    async with worker_processes(settings, workers) as processes:
+        pids = [process.pid for process in processes]
         while time.monotonic() - started < limit:
             if not await _round(api, monitor, polled, polls, health):
                 break
+            if mark is None and (done := await _runs(database, completed=True)) >= total * WARMED:
+                mark = (done, CpuSnapshot.take(pids, emulator))
         seconds = time.monotonic() - started
+        end = (await _runs(database, completed=True), CpuSnapshot.take(pids, emulator))
+    cpu_ms = {} if mark is None else end[1].per_run_ms(mark[1], end[0] - mark[0])
     runs, first, last = await database.fetchrow(
         "SELECT count(*), min(started_at), max(completed_at) FROM question_runs"
         " WHERE status = 'completed'"
@@ -220,8 +237,25 @@ async def _timed_drain(
         "SELECT count(*) FROM evaluation_batches WHERE status <> 'completed'"
     )
     return Drain(
-        runs, seconds, idle, polls, idle_health, health, double, unfinished, monitor.connections
+        runs,
+        seconds,
+        idle,
+        polls,
+        idle_health,
+        health,
+        double,
+        unfinished,
+        monitor.connections,
+        cpu_ms,
     )
+
+
+async def _runs(database: asyncpg.Connection, *, completed: bool) -> int:
+    """The database's runs: all of them, or those completed."""
+    count: int = await database.fetchval(
+        "SELECT count(*) FROM question_runs WHERE $1 OR status = 'completed'", not completed
+    )
+    return count
 
 
 class _Monitor:
@@ -302,7 +336,7 @@ async def scenario(quick: bool) -> None:
     ]
     notes = [
         f"a note, not a baseline: issue 13 measured {ISSUE_RATE} runs/s by two workers before, "
-        f"on its own machine; {several.rate:.0f} runs/s is ×{several.rate / ISSUE_RATE:.0f} that "
+        f"on its own machine; {several.rate:.1f} runs/s is ×{several.rate / ISSUE_RATE:.1f} that "
         f"(its goal: ×10)",
         f"{one.runs} runs of {count} orgs in {one.seconds:.1f} s by one process; "
         f"{several.runs} runs of {count} orgs in {several.seconds:.1f} s by {many}",
@@ -329,4 +363,45 @@ async def scenario(quick: bool) -> None:
             several.idle_health,
         ),
     ]
+    ours = _ours_ms(several)
+    if ours is not None:
+        cores = os.cpu_count() or 1
+        allowed = cores * 1000 / ours
+        figures.append(
+            Figure(
+                f"runs/s {cores} cores allow the workers and Postgres, the emulator's CPU left out",
+                allowed,
+                "runs/s",
+                several.rate,
+                "drained, the emulator's CPU in",
+            )
+        )
+        notes.append(
+            f"a note, not a baseline: {allowed:.0f} runs/s is ×{allowed / ISSUE_RATE:.1f} issue "
+            f"13's {ISSUE_RATE} runs/s"
+        )
+    notes += [_cpu_note(f"{many}-process", several), _cpu_note("1-process", one)]
     report("drain: a backlog of 4-run batches, worker processes", figures, notes)
+
+
+def _ours_ms(drain: Drain) -> float | None:
+    """CPU milliseconds per run of what production runs too: the workers and Postgres (None
+    when Postgres is not on this machine, or the drain ended before its CPU was counted)."""
+    if "workers" not in drain.cpu_ms or "postgres" not in drain.cpu_ms:
+        return None
+    return drain.cpu_ms["workers"] + drain.cpu_ms["postgres"]
+
+
+_CPU_NAMES = {
+    "workers": "the workers",
+    "postgres": "Postgres",
+    "emulator": "the SQS emulator",
+    "here": "this process (the API polled, the monitor)",
+}
+
+
+def _cpu_note(label: str, drain: Drain) -> str:
+    if not drain.cpu_ms:
+        return f"CPU per run, the {label} drain: not counted (it ended before {WARMED:.0%})"
+    spent = ", ".join(f"{_CPU_NAMES[name]} {ms:.1f} ms" for name, ms in drain.cpu_ms.items())
+    return f"CPU per run, the {label} drain, after the first {WARMED:.0%} of its runs: {spent}"
