@@ -205,7 +205,7 @@ async def scenario(quick: bool) -> None:
             f"{split.creating + split.sending:.2f} s, of which {split.sending:.2f} s in "
             f"SendMessage; set-based creation alone {creating:.2f} s",
             f"issue 13 measured {ISSUE_RATE} orgs/s before set-based creation, on its own "
-            f"machine: {rate:.0f} orgs/s here is ×{rate / ISSUE_RATE:.0f} that figure",
+            f"machine: {rate:.0f} orgs/s here is ×{rate / ISSUE_RATE:.1f} that figure",
             f"capped at {CAP:.0f} jobs/s: {capped} orgs in {capped_seconds:.2f} s",
         ],
     )
