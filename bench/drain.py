@@ -8,7 +8,7 @@ created last, which waits in the backlog until almost the end. The baselines are
 run's: the drain by one process, and the same polling, at the same pace, just before the drain.
 Every batch must complete and every completed run be charged exactly once. The CPU each
 process spends a run — the workers, Postgres, moto, this process — is read from /proc once the
-first 5% of the runs have completed: the emulator's share shows apart from ours.
+first 5% of the batches have completed: the emulator's share shows apart from ours.
 
 `senso worker` runs at its default `WORKER_NICE` (19): on a shared host the API goes first.
 moto runs at the lowest priority too, SQS being another host in production.
@@ -56,7 +56,7 @@ POLL_PAUSE = 0.05  # seconds between rounds of polling
 # Issue 13's drain of 4-run batches by two workers, before; not measured in the same run.
 ISSUE_RATE = 5.4
 WARM_UP = 5
-# The share of a drain's runs completed before its CPU is counted: the processes have started.
+# The share of a drain's batches completed before its CPU is counted: the processes have started.
 WARMED = 0.05
 
 
@@ -83,7 +83,7 @@ class Drain:
     unfinished: int
     connections: int  # the most Postgres connections to the database seen during the drain
     # CPU milliseconds per run by process ("workers", "postgres", "emulator", "here"), from
-    # the first WARMED share of the runs to the end: the workers' start is not counted.
+    # the first WARMED share of the batches to the end: the workers' start is not counted.
     cpu_ms: dict[str, float]
 
     @property
@@ -210,17 +210,18 @@ async def _timed_drain(
     # Its own monitor: the connections seen are the drain's.
     monitor = _Monitor(database)
     started = time.monotonic()
-    total = await _runs(database, completed=False)
+    # The monitor's own count, read each round anyway, tells when the CPU starts to count.
+    warmed = await monitor.batches_left() * (1 - WARMED)
     mark: tuple[int, CpuSnapshot] | None = None
     async with worker_processes(settings, workers) as processes:
         pids = [process.pid for process in processes]
         while time.monotonic() - started < limit:
             if not await _round(api, monitor, polled, polls, health):
                 break
-            if mark is None and (done := await _runs(database, completed=True)) >= total * WARMED:
-                mark = (done, CpuSnapshot.take(pids, emulator))
+            if mark is None and monitor.left <= warmed:
+                mark = (await _completed_runs(database), CpuSnapshot.take(pids, emulator))
         seconds = time.monotonic() - started
-        end = (await _runs(database, completed=True), CpuSnapshot.take(pids, emulator))
+        end = (await _completed_runs(database), CpuSnapshot.take(pids, emulator))
     cpu_ms = {} if mark is None else end[1].per_run_ms(mark[1], end[0] - mark[0])
     runs, first, last = await database.fetchrow(
         "SELECT count(*), min(started_at), max(completed_at) FROM question_runs"
@@ -250,10 +251,9 @@ async def _timed_drain(
     )
 
 
-async def _runs(database: asyncpg.Connection, *, completed: bool) -> int:
-    """The database's runs: all of them, or those completed."""
+async def _completed_runs(database: asyncpg.Connection) -> int:
     count: int = await database.fetchval(
-        "SELECT count(*) FROM question_runs WHERE $1 OR status = 'completed'", not completed
+        "SELECT count(*) FROM question_runs WHERE status = 'completed'"
     )
     return count
 
@@ -264,6 +264,7 @@ class _Monitor:
     def __init__(self, database: asyncpg.Connection) -> None:
         self.database = database
         self.connections = 0
+        self.left = 0  # batches, as last counted
 
     async def batches_left(self) -> int:
         self.connections = max(
@@ -273,10 +274,10 @@ class _Monitor:
                 " AND pid <> pg_backend_pid()"
             ),
         )
-        left: int = await self.database.fetchval(
+        self.left = await self.database.fetchval(
             "SELECT count(*) FROM evaluation_batches WHERE status IN ('pending', 'running')"
         )
-        return left
+        return self.left
 
 
 async def _round(
@@ -404,4 +405,4 @@ def _cpu_note(label: str, drain: Drain) -> str:
     if not drain.cpu_ms:
         return f"CPU per run, the {label} drain: not counted (it ended before {WARMED:.0%})"
     spent = ", ".join(f"{_CPU_NAMES[name]} {ms:.1f} ms" for name, ms in drain.cpu_ms.items())
-    return f"CPU per run, the {label} drain, after the first {WARMED:.0%} of its runs: {spent}"
+    return f"CPU per run, the {label} drain, after the first {WARMED:.0%} of its batches: {spent}"

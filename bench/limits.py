@@ -183,7 +183,7 @@ async def lanes(quick: bool) -> None:
     # The batch of the median ratio: one batch's wall time is at the mercy of a busy moment.
     seconds, floor = sorted(timed, key=lambda pair: pair[0] / pair[1])[len(timed) // 2]
     report(
-        f"lanes: one org of {LANES.runs} runs, engines answering in {LATENCY_MS} ms",
+        f"lanes: orgs of {LANES.runs} runs, engines answering in {LATENCY_MS} ms",
         [
             Figure("batch time, the median batch", seconds, "s", floor, "its lane floor", "≤ ×1.2"),
             Figure("claim statements", claims, "claims", runs, "runs", "≤ ×1"),

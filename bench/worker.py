@@ -3,8 +3,9 @@
 Batches are triggered through the real API, then each is run by the worker's pipeline
 (`evaluate_org`, what the worker does with a job) on Postgres, with the simulated engines
 answering at once. The baseline is the pure per-answer work of the same runs, measured in the
-same run: the engine's answer, extraction and analysis, with no database. One batch is run
-again under cProfile, whose top entries are printed.
+same run: the engine's answer, extraction and analysis, with no database, taken after each of
+ROUNDS rounds of measuring. One batch is run again under cProfile, whose top entries are
+printed.
 """
 
 from __future__ import annotations
@@ -166,14 +167,11 @@ async def measure_in_rounds(
     baseline: the machine's speed drifts from one minute to the next (ten million additions
     took 0.99 to 1.76 s on one idle machine)."""
     size = math.ceil(len(batches) / ROUNDS)
-    measured: Measured | None = None
-    pure = Pure()
+    measured, pure = Measured(0, 0.0, RoundTrips(), 0), Pure()
     for at in range(0, len(batches), size):
         part = batches[at : at + size]
-        done = await run_batches(context, part)
-        measured = done if measured is None else measured + done
+        measured += await run_batches(context, part)
         pure += await _pure(context, part, repeat)
-    assert measured is not None, "no batches to measure"
     return measured, pure
 
 

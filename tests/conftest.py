@@ -26,7 +26,7 @@ from devtools.embedded import moto_sqs_server, serve_api
 from devtools.emulator.config import EmulatorConfig
 from devtools.emulator.server import EmulatorServer
 from tests.clock import OffsetClock
-from tests.databases import DatabasePool
+from tests.databases import DatabasePool, database_url
 from tests.private_postgres import PrivatePostgres
 
 # moto's server logs every request it answers; the tests' own logs are what matter.
@@ -44,8 +44,8 @@ MAX_RECEIVE_COUNT = 4
 
 
 def _database_url(name: str) -> str:
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{name}"
+    """The database's URL, as SQLAlchemy's asyncpg dialect takes it."""
+    return database_url(POSTGRES_ADMIN_URL, name).replace("postgresql://", "postgresql+asyncpg://")
 
 
 @pytest.fixture(scope="session")

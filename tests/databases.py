@@ -36,6 +36,11 @@ FROM pg_sequences WHERE schemaname = 'public'
 """
 
 
+def database_url(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the server at `admin_url`, as asyncpg takes it."""
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
+
+
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -126,7 +131,7 @@ class DatabasePool:
 
     def url(self, name: str) -> str:
         """The database's URL, as asyncpg takes it."""
-        return f"{self._admin_url.rsplit('/', 1)[0]}/{name}"
+        return database_url(self._admin_url, name)
 
     def _connected(self) -> asyncpg.Connection:
         assert self._admin is not None, "open() first"
