@@ -7,6 +7,8 @@ import itertools
 import random
 from collections.abc import Hashable
 
+from threadpoolctl import threadpool_info
+
 from app.evaluations import stats
 
 Series = list[dict[Hashable, stats.QuestionSums]]
@@ -76,3 +78,11 @@ def test_steady_noise_is_seldom_marked_anywhere_in_a_series() -> None:
         series = [_day(rng, lean, 0.25) for _ in range(60)]
         marked += any(v in ("up", "down") for v in stats.steps(series, seed))
     assert marked <= 4
+
+
+def test_the_bootstrap_products_run_on_one_blas_thread() -> None:
+    # Its extra threads spin through the small products: twice the CPU for no gain in time.
+    stats.estimates(_series(3), seed=1)
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas
+    assert all(pool["num_threads"] == 1 for pool in blas)

@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from app.context import AppContext
+from app.heap import freeze_startup_heap
 from app.logging import configure_logging
 from app.metrics import REGISTRY
 from app.settings import Settings
@@ -43,6 +44,7 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with AppContext.create(settings) as context:
             worker = Worker(context)
+            freeze_startup_heap()
             stop = asyncio.Event()
 
             def request_stop() -> None:

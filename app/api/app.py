@@ -23,6 +23,7 @@ from app.engines.router import router as engines_router
 from app.errors import DomainError, describe_error
 from app.evaluations.router import router as evaluations_router
 from app.health import check_dependencies
+from app.heap import freeze_startup_heap
 from app.orgs.router import router as orgs_router
 from app.partners.router import router as partners_router
 from app.reports.router import router as reports_router
@@ -42,6 +43,7 @@ def create_app(settings: Settings, context: AppContext | None = None) -> FastAPI
         app.state.context = context or AppContext.create(settings)
         try:
             async with edge_running(app, app.state.context):
+                freeze_startup_heap()
                 yield
         finally:
             if owned:
