@@ -5,15 +5,26 @@ is escaped."""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import date, timedelta
 from html.parser import HTMLParser
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from app.context import AppContext
-from app.reports import tokens
+from app.db.models import (
+    EvaluationBatch,
+    Org,
+    QuestionRun,
+    RunCitation,
+    RunCompetitor,
+    RunMention,
+)
+from app.evaluations.trends import Granularity
+from app.reports import content, tokens
 from app.settings import Settings
 from devtools.history import seed_history
 from tests.clock import OffsetClock
@@ -325,3 +336,82 @@ async def test_a_weekly_report_from_mid_week_counts_its_first_week(
     assert "—" not in first_row, first_row
     refused = await _page(api, created["url"], granularity="month")
     assert refused.status_code == 422
+
+
+async def test_brands_and_sources_count_the_answers_in_range_and_selection(
+    api: httpx.AsyncClient, context: AppContext, clock: OffsetClock
+) -> None:
+    setup = await create_org(api, await create_partner(api), questions=4)
+    today = clock.today()
+    await seed_history(context, setup.org_id, _days(today, 6))
+    start = today - timedelta(days=3)  # the first two days are outside the range
+    async with context.sessions() as session:
+        org = await session.get_one(Org, uuid.UUID(setup.org_id))
+        for engine in (None, "openai"):
+            selection = content.Selection(engine=engine, location=None)
+            report = await content.build_report(
+                session, org, start, today, selection, Granularity.DAY
+            )
+            runs = dict(
+                (
+                    await session.execute(
+                        select(QuestionRun.id, EvaluationBatch.batch_date)
+                        .join(EvaluationBatch, EvaluationBatch.id == QuestionRun.batch_id)
+                        .where(
+                            EvaluationBatch.org_id == org.id,
+                            EvaluationBatch.batch_date >= start,
+                            QuestionRun.status == "completed",
+                            QuestionRun.surface_present.is_(True),
+                            *([QuestionRun.engine_id == engine] if engine else []),
+                        )
+                    )
+                ).all()
+            )
+            assert runs
+            cited = (
+                await session.execute(
+                    select(RunCitation.run_id, RunCitation.domain, RunCitation.is_org_domain).where(
+                        RunCitation.run_id.in_(runs)
+                    )
+                )
+            ).all()
+            named = (
+                await session.execute(
+                    select(RunCompetitor.run_id, RunCompetitor.name).where(
+                        RunCompetitor.run_id.in_(runs)
+                    )
+                )
+            ).all()
+            mentioned = (
+                await session.scalars(
+                    select(RunMention.run_id).where(
+                        RunMention.run_id.in_(runs),
+                        RunMention.mentioned.is_(True),
+                        RunMention.negated.is_(False),
+                    )
+                )
+            ).all()
+            assert cited
+            assert named
+            assert mentioned
+            # Sources: answers citing each domain, most first and ties by name; all of them.
+            by_domain: dict[str, set[uuid.UUID]] = {}
+            for run_id, domain, _own in cited:
+                if domain is not None:
+                    by_domain.setdefault(domain, set()).add(run_id)
+            top = sorted(((d, len(r)) for d, r in by_domain.items()), key=lambda i: (-i[1], i[0]))
+            assert report.domains is not None
+            assert [(r.domain, r.answers) for r in report.domains.rows] == top[:10]
+            assert report.domains.answers_with_sources == len({run for run, _, _ in cited})
+            assert report.domains.own_answers == len({run for run, _, own in cited if own})
+            # Brands: each day's share of the mentions of the org and its tracked competitors.
+            assert report.brands is not None
+            brands = report.brands.names
+            assert brands[0] == org.name
+            assert set(brands[1:]) <= set(org.competitors)
+            for day, shares in report.brands.rows:
+                counts = {org.name: sum(1 for r in mentioned if str(runs[r]) == day)}
+                for brand in brands[1:]:
+                    counts[brand] = sum(1 for r, n in named if n == brand and str(runs[r]) == day)
+                total = sum(counts.values())
+                assert shares == [f"{counts[b] / total * 100:.0f}%" for b in brands], day
