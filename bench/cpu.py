@@ -35,10 +35,15 @@ def _pids() -> list[int]:
     return [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
 
 
+def _seconds(fields: list[str], *at: int) -> float:
+    """The clock-tick fields `at` of a `_stat`, added up, in seconds."""
+    return sum(int(fields[i]) for i in at) / TICKS
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of a process so far (0 once it has exited)."""
     fields = _stat(pid)
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / TICKS
+    return 0.0 if fields is None else _seconds(fields, 11, 12)
 
 
 def postgres_cpu_seconds() -> float | None:
@@ -52,10 +57,10 @@ def postgres_cpu_seconds() -> float | None:
         fields = _stat(pid)
         if fields is None:
             continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS
+        total += _seconds(fields, 11, 12)
         # The postmaster is the one whose parent is not a postgres process.
         if _comm(int(fields[1])) != "postgres":
-            total += (int(fields[13]) + int(fields[14])) / TICKS
+            total += _seconds(fields, 13, 14)
     return total
 
 

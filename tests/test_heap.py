@@ -21,22 +21,16 @@ def unfrozen() -> Iterator[None]:
     freeze_startup_heap.cache_clear()
 
 
-def test_the_startup_heap_is_frozen_once() -> None:
-    gc.unfreeze()
-    freeze_startup_heap.cache_clear()
-    try:
-        freeze_startup_heap()
-        frozen = gc.get_freeze_count()
-        # Objects made after the start are collected as before: a second call freezes none of
-        # them (frozen objects that other tests' tasks drop meanwhile leave the count).
-        made_later = [[i] for i in range(1000)]
-        freeze_startup_heap()
-        assert gc.get_freeze_count() < frozen + len(made_later)
-    finally:
-        gc.unfreeze()
-        freeze_startup_heap.cache_clear()
+def test_the_startup_heap_is_frozen_once(unfrozen: None) -> None:
+    freeze_startup_heap()
+    frozen = gc.get_freeze_count()
     # The modules, routes and schemas a process starts with.
     assert frozen > 10_000
+    # Objects made after the start are collected as before: a second call freezes none of them
+    # (frozen objects that other tests' tasks drop meanwhile leave the count).
+    made_later = [[i] for i in range(1000)]
+    freeze_startup_heap()
+    assert gc.get_freeze_count() < frozen + len(made_later)
 
 
 async def test_the_api_freezes_its_startup_heap_when_it_starts(

@@ -708,7 +708,7 @@ def _brands(
 
 def _domains(org: Org, tallies: _Tallies) -> DomainsView:
     """The most cited domains (ties in name order), and how many answers cite the org's own."""
-    with_sources, own_answers = tallies.with_sources, tallies.own_answers
+    with_sources = tallies.with_sources
     rows = sorted(tallies.domains, key=lambda row: (-row[1], row[0]))[:TOP_DOMAINS]
     own = {d for d in (registrable_domain(x) for x in org.domains) if d}
     found = [
@@ -724,7 +724,7 @@ def _domains(org: Org, tallies: _Tallies) -> DomainsView:
         rows=found,
         own_domains=sorted(org.domains),
         own_in_top=any(r.own for r in found),
-        own_answers=own_answers,
+        own_answers=tallies.own_answers,
         answers_with_sources=with_sources,
     )
 
