@@ -57,6 +57,10 @@ LARGE = Matrix(
     locations=("US", "GB", "DE", "FR"),
 )
 PROFILE_ENTRIES = 12
+STEP_ENTRIES = 16  # down to the steps around the answers: claims, results, the subject
+# Batches of 4 runs profiled for where their CPU goes, by the default run and by --quick: one
+# batch's cumulative times vary with the machine's hiccups.
+PROFILED_SMALL = {False: 10, True: 3}
 ROUNDS = 4  # of measuring, each followed by its own baseline
 # A stretch of answer with what the rules look for (the org, a competitor, a negation, a list,
 # a link), repeated into a short answer and a long one (a scraped page): per KB, the long one
@@ -235,6 +239,33 @@ def _profile_top(profile: cProfile.Profile) -> list[str]:
     ]
 
 
+def _steps_of_small(profile: cProfile.Profile, batches: int) -> list[str]:
+    """Where a 4-run batch's CPU goes: the pipeline's own functions (`app/`) by the CPU spent
+    in them and in what they called (cumtime), per batch and as a share of the whole batch
+    under the profiler: the answers' own work (`_execute`, `analyse`) beside what the batch
+    does around them (`complete_batch`, `store_summary`, the claims)."""
+    stats = pstats.Stats(profile)
+    whole = stats.total_tt  # type: ignore[attr-defined]  # typeshed leaves it out
+    app = f"{os.getcwd()}/app/"
+    steps = sorted(
+        (
+            (cumulative, f"{path.removeprefix(app)}:{line}({name})")
+            for (path, line, name), (_, _, _, cumulative, _) in stats.stats.items()  # type: ignore[attr-defined]
+            if path.startswith(app)
+        ),
+        reverse=True,
+    )[:STEP_ENTRIES]
+    return [
+        f"where a batch of {SMALL.runs} runs spends its CPU ({batches} batches under cProfile, "
+        f"{whole / batches * 1000:.1f} ms a batch there; the pipeline's functions by CPU "
+        "spent in them and in what they call):",
+        *[
+            f"  {cumulative / batches * 1000:7.2f} ms  {cumulative / whole:6.1%}  app/{where}"
+            for cumulative, where in steps
+        ],
+    ]
+
+
 def _shorten(line: str) -> str:
     """Paths inside site-packages or the checkout, not the machine's."""
     line = re.sub(r"\S*/site-packages/", "", line)
@@ -244,19 +275,26 @@ def _shorten(line: str) -> str:
 async def scenario(quick: bool) -> None:
     small_count = 8 if quick else 40
     large_count = 2 if quick else 4
-    shapes = [(SMALL, small_count + 2), (LARGE, large_count + 1)]
+    profiled = PROFILED_SMALL[quick]
+    shapes = [(SMALL, small_count + 2 + profiled), (LARGE, large_count + 1)]
     async with triggered_batches(shapes) as (context, triggered):
         small, large = triggered[SMALL], triggered[LARGE]
         # The first batch of each shape warms caches (prepared statements, imports) up.
         await run_batches(context, small[:1])
-        measured_small, pure_small = await measure_in_rounds(context, small[1:-1], repeat=3)
+        measured_small, pure_small = await measure_in_rounds(
+            context, small[1 : small_count + 1], repeat=3
+        )
         measured_large, pure_large = await measure_in_rounds(context, large[:-1], repeat=1)
         pure_ms = {SMALL: pure_small.ms_per_answer, LARGE: pure_large.ms_per_answer}
         profile = cProfile.Profile()
         profile.enable()
-        await run_batches(context, small[-1:])
+        await run_batches(context, small[small_count + 1 : small_count + 2])
         await run_batches(context, large[-1:])
         profile.disable()
+        small_profile = cProfile.Profile()
+        small_profile.enable()
+        await run_batches(context, small[-profiled:])
+        small_profile.disable()
     figures: list[Figure] = []
     notes: list[str] = []
     for matrix, measured in ((SMALL, measured_small), (LARGE, measured_large)):
@@ -304,5 +342,5 @@ async def scenario(quick: bool) -> None:
         )
     )
     report("worker: CPU and round trips per run (zero-latency engine)", figures, notes)
-    for line in _profile_top(profile):
+    for line in [*_profile_top(profile), *_steps_of_small(small_profile, profiled)]:
         print(f"  {line}", flush=True)
