@@ -57,7 +57,7 @@ LARGE = Matrix(
     locations=("US", "GB", "DE", "FR"),
 )
 PROFILE_ENTRIES = 12
-STEP_ENTRIES = 16  # down to the steps around the answers: claims, results, the subject
+STEP_ENTRIES = 16  # down to the claims and the subject
 # Batches of 4 runs profiled for where their CPU goes, by the default run and by --quick: one
 # batch's cumulative times vary with the machine's hiccups.
 PROFILED_SMALL = {False: 10, True: 3}
@@ -240,25 +240,27 @@ def _profile_top(profile: cProfile.Profile) -> list[str]:
 
 
 def _steps_of_small(profile: cProfile.Profile, batches: int) -> list[str]:
-    """Where a 4-run batch's CPU goes: the pipeline's own functions (`app/`) by the CPU spent
-    in them and in what they called (cumtime), per batch and as a share of the whole batch
-    under the profiler: the answers' own work (`_execute`, `analyse`) beside what the batch
-    does around them (`complete_batch`, `store_summary`, the claims)."""
+    """Where a 4-run batch's CPU goes: the pipeline's steps (`app/evaluations/`) by the CPU
+    spent in them and in what they called (cumtime), per batch and as a share of the whole
+    batch under the profiler. The answers' own work (engine, extraction, analysis) is inside
+    `_execute`; what the batch does around it shows beside (`complete_batch`, `store_summary`,
+    the claims, the subject)."""
     stats = pstats.Stats(profile)
     whole = stats.total_tt  # type: ignore[attr-defined]  # typeshed leaves it out
     app = f"{os.getcwd()}/app/"
+    pipeline = f"{app}evaluations/"
     steps = sorted(
         (
             (cumulative, f"{path.removeprefix(app)}:{line}({name})")
             for (path, line, name), (_, _, _, cumulative, _) in stats.stats.items()  # type: ignore[attr-defined]
-            if path.startswith(app)
+            if path.startswith(pipeline)
         ),
         reverse=True,
     )[:STEP_ENTRIES]
     return [
         f"where a batch of {SMALL.runs} runs spends its CPU ({batches} batches under cProfile, "
-        f"{whole / batches * 1000:.1f} ms a batch there; the pipeline's functions by CPU "
-        "spent in them and in what they call):",
+        f"{whole / batches * 1000:.1f} ms a batch there; the pipeline's steps by CPU spent in "
+        "them and in what they call):",
         *[
             f"  {cumulative / batches * 1000:7.2f} ms  {cumulative / whole:6.1%}  app/{where}"
             for cumulative, where in steps
