@@ -4,8 +4,9 @@ Batches are triggered through the real API, then each is run by the worker's pip
 (`evaluate_org`, what the worker does with a job) on Postgres, with the simulated engines
 answering at once. The baseline is the pure per-answer work of the same runs, measured in the
 same run: the engine's answer, extraction and analysis, with no database, taken after each of
-ROUNDS rounds of measuring. One batch is run again under cProfile, whose top entries are
-printed.
+ROUNDS rounds of measuring. One batch of each shape is run again under cProfile, whose top
+entries are printed, and a few more 4-run batches for where such a batch's CPU goes, step by
+step.
 """
 
 from __future__ import annotations
@@ -247,11 +248,10 @@ def _steps_of_small(profile: cProfile.Profile, batches: int) -> list[str]:
     the claims, the subject)."""
     stats = pstats.Stats(profile)
     whole = stats.total_tt  # type: ignore[attr-defined]  # typeshed leaves it out
-    app = f"{os.getcwd()}/app/"
-    pipeline = f"{app}evaluations/"
+    pipeline = f"{os.getcwd()}/app/evaluations/"
     steps = sorted(
         (
-            (cumulative, f"{path.removeprefix(app)}:{line}({name})")
+            (cumulative, _shorten(f"{path}:{line}({name})"))
             for (path, line, name), (_, _, _, cumulative, _) in stats.stats.items()  # type: ignore[attr-defined]
             if path.startswith(pipeline)
         ),
@@ -262,7 +262,7 @@ def _steps_of_small(profile: cProfile.Profile, batches: int) -> list[str]:
         f"{whole / batches * 1000:.1f} ms a batch there; the pipeline's steps by CPU spent in "
         "them and in what they call):",
         *[
-            f"  {cumulative / batches * 1000:7.2f} ms  {cumulative / whole:6.1%}  app/{where}"
+            f"  {cumulative / batches * 1000:7.2f} ms  {cumulative / whole:6.1%}  {where}"
             for cumulative, where in steps
         ],
     ]
