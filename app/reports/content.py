@@ -708,15 +708,14 @@ def _brands(
 
 def _domains(org: Org, tallies: _Tallies) -> DomainsView:
     """The most cited domains (ties in name order), and how many answers cite the org's own."""
-    with_sources = tallies.with_sources
     rows = sorted(tallies.domains, key=lambda row: (-row[1], row[0]))[:TOP_DOMAINS]
     own = {d for d in (registrable_domain(x) for x in org.domains) if d}
     found = [
         DomainRow(
-            domain=str(domain),
+            domain=domain,
             answers=count,
-            share=_pct(count / with_sources) if with_sources else "—",
-            own=(registrable_domain(str(domain)) or domain) in own,
+            share=_pct(count / tallies.with_sources) if tallies.with_sources else "—",
+            own=(registrable_domain(domain) or domain) in own,
         )
         for domain, count in rows
     ]
@@ -725,7 +724,7 @@ def _domains(org: Org, tallies: _Tallies) -> DomainsView:
         own_domains=sorted(org.domains),
         own_in_top=any(r.own for r in found),
         own_answers=tallies.own_answers,
-        answers_with_sources=with_sources,
+        answers_with_sources=tallies.with_sources,
     )
 
 
