@@ -1,13 +1,13 @@
 """The benchmark: `uv run python -m bench [--quick] [scenario ...]` (or `make bench`).
 
-Every scenario runs the real code on loopback — Postgres (BENCH_POSTGRES_URL, the machine's
-by default; each scenario makes and drops a database of its own), moto's SQS server, the
-engine emulator — and prints each figure beside a baseline measured in the same run, with the
-ratio: the machine is shared, so ratios carry over where absolute times do not. Each scenario
-is bounded in time; the default run takes five to seven minutes (nine on a slow machine), `--quick`
-under one (it runs `drain` and `memory` only when they are named). `flood` (10,000 orgs
-triggered at once, up to fifteen minutes) runs only when named. `drain` measures
-BENCH_DRAIN_WORKERS worker processes (2 by default) against one.
+Every scenario runs the real code on loopback — Postgres (BENCH_POSTGRES_URL, the machine's by
+default; each scenario makes and drops a database of its own), moto's SQS server, the engine
+emulator — and prints each figure beside a baseline measured in the same run, with the ratio: the
+machine is shared, so ratios carry over where absolute times do not. Each scenario is bounded in
+time; the default run takes four to seven minutes (nine on a slow machine), `--quick` under one (it
+runs `drain` and `memory` only when they are named). `flood` (10,000 orgs triggered at once, up to
+fifteen minutes) runs only when named. `drain` measures BENCH_DRAIN_WORKERS worker processes (2 by
+default) against one.
 """
 
 from __future__ import annotations
