@@ -401,7 +401,8 @@ async def test_brands_and_sources_count_the_answers_in_range_and_selection(
                     by_domain.setdefault(domain, set()).add(run_id)
             top = sorted(((d, len(r)) for d, r in by_domain.items()), key=lambda i: (-i[1], i[0]))
             assert report.domains is not None
-            assert [(r.domain, r.answers) for r in report.domains.rows] == top[:10]
+            shown = [(r.domain, r.answers) for r in report.domains.rows]
+            assert shown == top[: content.TOP_DOMAINS]
             assert report.domains.answers_with_sources == len({run for run, _, _ in cited})
             assert report.domains.own_answers == len({run for run, _, own in cited if own})
             # Brands: each day's share of the mentions of the org and its tracked competitors.

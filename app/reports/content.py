@@ -636,7 +636,8 @@ async def _tallies(
         elif kind == _DOMAIN:
             domains.append((name, count))
         else:
-            with_sources, own_answers = int(count or 0), int(own_count or 0)
+            # An aggregate without GROUP BY: one row, whose counts are 0, never NULL.
+            with_sources, own_answers = count, own_count
     return _Tallies(named, own, domains, with_sources, own_answers)
 
 
