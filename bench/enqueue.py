@@ -11,7 +11,7 @@ every message of a queue to send one more (real SQS does not), so a fuller queue
 whichever path sent to it. Both rates are printed again with the time in SQS calls left out,
 so what is ours shows apart from the emulator's cost (about 3 ms of moto's time per message even
 inside a SendMessageBatch). Beside them, the rate moto's SendMessageBatch time alone allows: the
-calls go out one after another, so the first figure's ratio cannot pass that ceiling's here.
+calls go out one after another, so the first figure's ratio cannot pass the ceiling's here.
 """
 
 from __future__ import annotations
